@@ -1,0 +1,1 @@
+"""The dataset build: sources, downloads, image processing, shards, and the `tol` command line."""

@@ -1,0 +1,61 @@
+"""`tol`: one entry point for every stage of the TreeOfLife build.
+
+    tol sample-kit demo-out/kit --seed 0
+    tol serve-kit demo-out/kit/eol/images --port 8765 --faults "429=0.1,latency=0.05"
+
+Each subcommand lives in its own module, exposing `configure(parser)` and `run(args) -> int`; modules are
+imported only when their command runs (or when `--help` lists them), so `tol --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+# (command, module, one-line help). Only commands that work are listed.
+COMMANDS: tuple[tuple[str, str, str], ...] = (
+    ("sample-kit", "pipeline.samplekit.kit", "write a small raw-data tree in the real sources' formats"),
+    ("serve-kit", "pipeline.serve_kit", "serve the kit's EOL images on loopback, with injectable faults"),
+)
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line naming the command, the flag and the bad value."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineErrorParser(
+        prog="tol",
+        description=(
+            "Rebuild the BioCLIP TreeOfLife corpus (iNat21 + BIOSCAN-1M + EOL) reproducibly, politely and fast, "
+            "and train and evaluate on it. Run 'tol COMMAND --help' for a command's options."
+        ),
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineErrorParser)
+    sub.required = True
+    for name, module_name, help_text in COMMANDS:
+        module = importlib.import_module(module_name)
+        command = sub.add_parser(name, help=help_text, description=module.__doc__.split("\n\n")[0])
+        module.configure(command)
+        command.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

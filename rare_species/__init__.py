@@ -1,0 +1,1 @@
+"""Curation of the Rare Species benchmark and the exclusion list that `tol build` honours."""

@@ -1,0 +1,1 @@
+"""Scientific-name normalisation, authority loaders, the taxonomy resolver, common names and captions."""

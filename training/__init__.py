@@ -1,0 +1,1 @@
+"""open_clip training, the webdataset loader, zero- and few-shot evaluation, and prediction."""
