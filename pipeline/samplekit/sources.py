@@ -22,6 +22,8 @@ import uuid
 from collections.abc import Iterable
 from pathlib import Path
 
+from PIL import Image
+
 from pipeline.samplekit.archives import DeterministicZip, atomic_path, tar_gz_members, tar_gz_tree
 from pipeline.samplekit.plan import KitRecord
 from pipeline.samplekit.taxa import Taxon
@@ -69,6 +71,15 @@ def stable_rng(*parts: object) -> random.Random:
     return random.Random(":".join(str(p) for p in parts))
 
 
+def stored_size(data: bytes | None) -> tuple[int, int] | None:
+    """Width and height as the file's header declares them (EXIF rotation not applied), if it has a header."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.size
+    except (OSError, TypeError, Image.DecompressionBombError):
+        return None
+
+
 def image_dir_name(taxon: Taxon) -> str:
     return f"{taxon.inat21_category_id:05d}_" + "_".join(taxon.ranks)
 
@@ -85,7 +96,7 @@ def write_inat21(out: Path, rendered: Rendered, supercategories: dict[int, str])
     for record, data in rendered:
         rng = stable_rng("inat21-meta", record.seed)
         file_name = f"train/{image_dir_name(record.taxon)}/{uuid.UUID(int=record.seed << 64 | rng.getrandbits(64), version=4)}.jpg"
-        width, height = record.size[::-1] if record.defect == "exif_rotated" else record.size
+        width, height = stored_size(data) or record.size
         if data is not None:
             (out / file_name).parent.mkdir(parents=True, exist_ok=True)
             (out / file_name).write_bytes(data)
