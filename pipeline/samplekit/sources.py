@@ -219,7 +219,7 @@ def write_eol_media(out: Path, rendered: Rendered, base_url: str, row_defects: i
         if number == 2 or len(chunks) == 1:
             lines.insert(len(lines) // 2, list(EOL_MANIFEST_COLUMNS))  # a header repeated where chunks were joined
             locations[f"repeated_header:{name}"] = {"archive": "eol/media_manifest.tgz", "file": name, "line": len(lines) // 2}
-        for i in range(row_defects if number == len(chunks) else 0):
+        for i in range(2 * row_defects if number == len(chunks) else 0):
             bad = [["n/a", lines[-1][1], *lines[-1][2:]], lines[-1][:4]][i % 2]  # non-numeric id; a row missing fields
             lines.append(bad)
             locations[f"malformed_row:eol:{name}:{len(lines)}"] = {"archive": "eol/media_manifest.tgz", "file": name,

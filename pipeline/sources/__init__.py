@@ -1,0 +1,1 @@
+"""Readers that turn each real source distribution into SourceRecords and failure rows."""
