@@ -24,10 +24,11 @@ import io
 import math
 import struct
 from dataclasses import dataclass
-from enum import StrEnum
 
 import numpy as np
 from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError
+
+from pipeline.records import Reason
 
 RESIZE_MODES = ("squash", "keep-ratio", "center-crop")
 SIZE_RANGE = (1, 8192)
@@ -58,16 +59,6 @@ _SWAPS_AXES = frozenset({5, 6, 7, 8})
 # Exceptions Pillow's plugins raise on bad bytes (TypeError: a malformed TIFF tag reaching a seek); caught only
 # around open/load/EXIF, so elsewhere they still mean a bug.
 _PILLOW_DATA_ERRORS = (OSError, SyntaxError, EOFError, ValueError, TypeError, struct.error, IndexError)
-
-
-class Reason(StrEnum):
-    """Why an image was dropped; the value is what failure rows and counters carry."""
-
-    DECODE_ERROR = "decode_error"
-    TRUNCATED_IMAGE = "truncated_image"
-    DECOMPRESSION_BOMB = "decompression_bomb"
-    UNSUPPORTED_MODE = "unsupported_mode"
-    EMPTY_IMAGE = "empty_image"
 
 
 class ImageError(Exception):

@@ -1,4 +1,4 @@
-"""The values that flow through the build: source records, processed images, and failures with their reasons.
+"""The values that flow through the build: source records and failures with their reasons.
 
 Every input record ends exactly once as a kept sample or as a `Failure`; `Reason` is the closed set of reasons,
 each belonging to one stage. The sample kit's EXPECTED.json uses the same names.
@@ -112,20 +112,6 @@ class SourceRecord:
 
     def label_dict(self) -> dict[str, str]:
         return dict(self.label)
-
-
-@dataclass(frozen=True, slots=True)
-class ProcessedImage:
-    """A record's image after decoding and resizing, with the hashes dedup and leakage detection use."""
-
-    treeoflife_id: str
-    jpeg: bytes
-    width: int
-    height: int
-    original_width: int
-    original_height: int
-    md5: str
-    phash: int
 
 
 @dataclass(frozen=True, slots=True)

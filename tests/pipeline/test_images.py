@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageFile, ImageOps, JpegImagePlugin
 
-from pipeline.images import ImageError, Processed, Reason, ResizeSpec, hamming, perceptual_hash, process
+from pipeline.images import ImageError, Processed, ResizeSpec, hamming, perceptual_hash, process
+from pipeline.records import Reason
 
 RED, GREEN, BLUE, YELLOW = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)
 WHITE, BLACK = (255, 255, 255), (0, 0, 0)
