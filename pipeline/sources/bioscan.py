@@ -31,8 +31,8 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.fsio import join, open_read
-from pipeline.sources.common import FAILURES, RECORDS, is_safe_member, route
 from pipeline.records import Failure, Reason, SourceRecord, treeoflife_id
+from pipeline.sources.common import FAILURES, RECORDS, is_safe_member, route
 
 SOURCE = "bioscan"
 SourceImage = tuple[SourceRecord, bytes]

@@ -38,8 +38,8 @@ import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 
 from pipeline.fsio import expand, join, open_read
-from pipeline.sources.common import FAILURES, RECORDS, route
 from pipeline.records import Failure, Reason, SourceRecord
+from pipeline.sources.common import FAILURES, RECORDS, route
 
 PART_NAME = re.compile(r"part-(?P<number>\d+)(?:-retry-(?P<retry>\d+))?\.parquet$")
 MANIFEST_COLUMNS = ("EOL content ID", "EOL page ID", "Medium Source URL", "EOL Full-Size Copy URL", "License Name",

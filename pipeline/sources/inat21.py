@@ -24,11 +24,10 @@ import tarfile
 from collections.abc import Iterator, Mapping
 
 import apache_beam as beam
-from apache_beam.metrics import Metrics
 
 from pipeline.fsio import join, open_read
-from pipeline.sources.common import FAILURES, RECORDS, is_safe_member, route
 from pipeline.records import Failure, Reason, SourceRecord, treeoflife_id
+from pipeline.sources.common import FAILURES, RECORDS, is_safe_member, route
 
 SOURCE = "inat21"
 SourceImage = tuple[SourceRecord, bytes]

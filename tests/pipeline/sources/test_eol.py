@@ -12,8 +12,16 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipeline.records import Reason, SourceRecord, Stage, treeoflife_id
-from pipeline.sources.eol import (DownloadRow, ManifestRow, ReadEol, eol_records, iter_manifest, list_download_parts,
-                                  read_download_part, winning_download)
+from pipeline.sources.eol import (
+    DownloadRow,
+    ManifestRow,
+    ReadEol,
+    eol_records,
+    iter_manifest,
+    list_download_parts,
+    read_download_part,
+    winning_download,
+)
 
 HEADER = "EOL content ID,EOL page ID,Medium Source URL,EOL Full-Size Copy URL,License Name,Copyright Owner\n"
 PART_SCHEMA = pa.schema([
