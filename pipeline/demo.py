@@ -2,32 +2,36 @@
 
     python -m pipeline.demo --out demo-out --port 8765
 
-Builds a sample kit in OUT/kit, serves its EOL images on 127.0.0.1:PORT with polite-client faults switched on
-(429 with Retry-After, 503, latency), checks the server from a client's side, and prints what the kit holds and
-where everything is. Each later stage of the build adds its step here.
+Builds a sample kit in OUT/kit; serves its EOL images on 127.0.0.1:PORT with faults switched on (429 with
+Retry-After, 503, latency, besides the kit's own failing URLs) and downloads them politely with `tol download`;
+then reads all three sources and processes every image, and prints what was kept and why the rest was dropped,
+per source and per reason, next to where everything is. Each later stage of the build adds its step here.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
-import io
+import json
 import logging
 import os
+import shutil
 import socket
 import sys
-import tarfile
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-import requests
+import apache_beam as beam
 
+from pipeline import download
 from pipeline.argtypes import int_at_least, non_negative_int, port
+from pipeline.front import FrontHalf, SourcePaths
 from pipeline.samplekit.kit import MIN_SCALE, KitConfig, build_kit
 from pipeline.serve_kit import FaultSpec, KitServer
 
 DEMO_FAULTS = "429=0.05:1,503=0.05,latency=0.05:0.2"
+# The kit server is ours, on loopback: a higher rate than the polite default keeps the demo short.
+DOWNLOAD_FLAGS = ("--rate", "40", "--burst", "4", "--read-timeout", "2", "--connect-timeout", "2", "--max-attempts",
+                  "3", "--backoff-base", "0.2", "--contact", "demo@localhost")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -47,54 +51,68 @@ def ensure_port_free(number: int) -> None:
             sys.exit(f"port {number} on 127.0.0.1 is busy; run 'make demo DEMO_PORT=<free port>'")
 
 
-def first_manifest_urls(kit: Path, count: int) -> list[str]:
-    """Full-size URLs of the first manifest rows whose image the server really holds."""
-    with tarfile.open(kit / "eol/media_manifest.tgz") as tar:
-        rows = list(csv.reader(io.StringIO(tar.extractfile("media_manifest_1.csv").read().decode())))
-    return [row[3] for row in rows[1:] if len(row) == 6 and "/_fault/" not in row[3]][:count]
+def download_eol(kit: Path, downloads: Path, port_number: int, seed: int, log_path: Path) -> None:
+    """Serve the kit's EOL images with faults on and fetch them with `tol download` (resumes if run before)."""
+    log_path.unlink(missing_ok=True)
+    with KitServer(kit / "eol/images", port=port_number, faults=FaultSpec.parse(DEMO_FAULTS), seed=seed,
+                   log_path=log_path, hang_seconds=4):
+        code = download.run([str(kit / "eol/media_manifest.tgz"), str(downloads), *DOWNLOAD_FLAGS])
+    if code:
+        sys.exit(f"tol download failed with exit code {code}")
 
 
-def probe_server(server: KitServer, urls: list[str]) -> Counter:
-    """Fetch a few images the way a naive client would (no retries), to show the faults are live."""
-    statuses: Counter = Counter()
-    with requests.Session() as session:
-        session.trust_env = False  # loopback only: never through a proxy
-        for url in urls:
-            statuses[session.get(url, timeout=5).status_code] += 1
-    return statuses
+def front_half_counts(kit: Path, downloads: Path, out: Path) -> dict[str, dict[str, int]]:
+    """Read all three sources and process every image; count kept samples and failures per source and reason."""
+    counts_path = out / "front-half-counts.jsonl"
+    with beam.Pipeline(runner="FnApiRunner") as p:
+        outputs = p | FrontHalf(SourcePaths.from_kit(kit, downloads))
+        kept = outputs["samples"] | "Kept" >> beam.Map(lambda sample: (sample[0].source, "kept"))
+        dropped = outputs["failures"] | "Dropped" >> beam.Map(lambda f: (f.source, f"{f.stage}:{f.reason}"))
+        _ = ((kept, dropped)
+             | beam.Flatten()
+             | beam.combiners.Count.PerElement()  # ((source, outcome), n)
+             | beam.Map(lambda item: json.dumps([*item[0], item[1]]))
+             | beam.io.WriteToText(str(counts_path), shard_name_template=""))
+    counts: dict[str, dict[str, int]] = {}
+    for line in counts_path.read_text().splitlines():
+        source, outcome, n = json.loads(line)
+        counts.setdefault(source, {})[outcome] = n
+    return counts
 
 
-def print_summary(out: Path, document: dict, statuses: Counter, log_path: Path) -> None:
-    counts = document["counts"]
+def print_summary(out: Path, document: dict, counts: dict[str, dict[str, int]], log_path: Path) -> None:
+    kit_counts = document["counts"]
     print(f"\nSample kit in {out / 'kit'} (seed {document['kit']['seed']}, {document['kit']['scale']} records):")
     for source in ("inat21", "bioscan", "eol"):
-        print(f"  {source:8s} {counts[source]['records']:6d} records  {counts[source]['taxa']:4d} taxa")
-    print("  authorities: " + ", ".join(f"{k} {v}" for k, v in counts["authorities"].items()))
-    print(f"\n{len(document['defects'])} deliberate defects, by expected fate (OUT/kit/EXPECTED.json):")
-    for fate, n in document["fates_of_defects"].items():
-        print(f"  {fate:32s} {n}")
-    print(f"{len(document['hard_cases'])} taxonomic hard cases: " + ", ".join(c["id"] for c in document["hard_cases"]))
-    print(f"\nKit server probe (no retries, faults on): HTTP statuses {dict(sorted(statuses.items()))}")
+        print(f"  {source:8s} {kit_counts[source]['records']:6d} records  {kit_counts[source]['taxa']:4d} taxa")
+    print(f"  {len(document['defects'])} deliberate defects and {len(document['hard_cases'])} taxonomic hard cases "
+          f"listed in {out / 'kit/EXPECTED.json'}")
+    print("\nRead + download + process, per source (kept, then dropped by stage:reason):")
+    for source in sorted(counts):
+        outcomes = counts[source]
+        print(f"  {source:8s} kept {outcomes.get('kept', 0):5d}   of {sum(outcomes.values()):5d}")
+        for outcome, n in sorted(outcomes.items()):
+            if outcome != "kept":
+                print(f"           {outcome:32s} {n}")
     print(f"\nWhere things are:\n  raw sources       {out / 'kit'}/{{inat21,bioscan,eol}}\n"
           f"  authority dumps   {out / 'kit/authorities'}, {out / 'kit/eol/dh'}\n"
-          f"  IUCN export       {out / 'kit/iucn/assessments.csv'}\n"
-          f"  expected fates    {out / 'kit/EXPECTED.json'}\n"
-          f"  server log        {log_path}")
+          f"  EOL downloads     {out / 'downloads'}/part-*.parquet\n"
+          f"  outcome counts    {out / 'front-half-counts.jsonl'}\n"
+          f"  kit server log    {log_path}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    logging.getLogger("apache_beam").setLevel(logging.WARNING)
     ensure_port_free(args.port)
-    kit = args.out / "kit"
+    kit, downloads, log_path = args.out / "kit", args.out / "downloads", args.out / "serve-kit.log.jsonl"
     document = build_kit(KitConfig(kit, args.seed, args.scale, f"http://127.0.0.1:{args.port}",
                                    workers=os.cpu_count() or 1, overwrite=True))
-    log_path = args.out / "serve-kit.log.jsonl"
-    log_path.unlink(missing_ok=True)
-    with KitServer(kit / "eol/images", port=args.port, faults=FaultSpec.parse(DEMO_FAULTS), seed=args.seed,
-                   log_path=log_path) as server:
-        statuses = probe_server(server, first_manifest_urls(kit, 20))
-    print_summary(args.out, document, statuses, log_path)
+    if downloads.exists():
+        shutil.rmtree(downloads)  # a fresh kit has a fresh manifest: earlier parts do not belong to it
+    download_eol(kit, downloads, args.port, args.seed, log_path)
+    print_summary(args.out, document, front_half_counts(kit, downloads, args.out), log_path)
     return 0
 
 

@@ -19,6 +19,7 @@ import signal
 import socket
 import socketserver
 import struct
+import sys
 import threading
 import time
 from collections.abc import Iterable
@@ -246,6 +247,13 @@ class KitServer(ThreadingHTTPServer):
         socketserver.TCPServer.server_bind(self)
         self.server_name, self.server_port = LOOPBACK, self.server_address[1]
         self.url = f"http://{LOOPBACK}:{self.server_port}"
+
+    def handle_error(self, request, client_address) -> None:
+        # A client that hangs up mid-response (a timeout, a size cap) is routine here, not a server error.
+        if isinstance(sys.exception(), ConnectionError):
+            logger.debug("client %s hung up mid-request", client_address)
+        else:
+            super().handle_error(request, client_address)
 
     @property
     def requests(self) -> list[RequestRecord]:

@@ -12,6 +12,7 @@ import tomllib
 from dataclasses import dataclass, field
 
 import data_manifests
+from taxonomy.names import canonicalise, rank_name
 
 RANK_NAMES = ("kingdom", "phylum", "class", "order", "family", "genus", "specific_epithet")
 Ranks = tuple[str, str, str, str, str, str, str]
@@ -64,9 +65,10 @@ def inat21_pool() -> list[Taxon]:
 
 
 def bioscan_label_ranks(label: dict[str, str]) -> Ranks:
-    genus = label["genus"]
-    species = label["species"]
-    epithet = species.split(" ", 1)[1] if genus and species.startswith(genus + " ") else ""
+    """The true ranks behind a BIOSCAN label: placeholder genera and epithets (BOLD interim names) are not ranks."""
+    name = canonicalise(label["species"])
+    genus = rank_name(label["genus"])
+    epithet = name.epithet if genus and name.genus == genus else ""
     return (*BIOSCAN_HIGHER, label["order"], label["family"], genus, epithet)
 
 

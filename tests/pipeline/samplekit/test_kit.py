@@ -101,10 +101,10 @@ def test_bad_flags_give_one_line_naming_them(argv: list[str], named: str, capsys
     assert "\n" not in error and named in error
 
 
-def test_refuses_to_write_into_a_non_empty_directory(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_refuses_to_write_into_a_non_empty_directory(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     (tmp_path / "keep.txt").write_text("mine")
     assert main(["sample-kit", str(tmp_path), "--scale", "200", "--workers", "1"]) == 2
-    assert "--overwrite" in caplog.text and (tmp_path / "keep.txt").read_text() == "mine"
+    assert "--overwrite" in capsys.readouterr().err and (tmp_path / "keep.txt").read_text() == "mine"
 
 
 def test_tol_console_script_runs(tmp_path: Path) -> None:
