@@ -17,9 +17,10 @@ Below the manifest parsing, the reader that joins the manifest to the download s
         out['failures'] | beam.Map(print)"
 
 `ReadEol` returns `{"records": PCollection[SourceImage], "failures": PCollection[Failure]}`. Where several parts
-hold a content id (a `--retry-failed` run adds parts), an "ok" row beats "failed" ones and, among equals, the
-lexicographically greatest part name wins. A manifest row with no download row is missing_image ("not downloaded:
-run tol download"); a failed download keeps its own reason and detail; a repeated content id keeps its first row.
+hold a content id (a `--retry-failed` run adds parts), an "ok" row beats "failed" ones and, among equals, the newest
+part wins: the highest retry round, then the part number, then the name (see `pipeline.parts`). A manifest row with
+no download row is missing_image ("not downloaded: run tol download"); a failed download keeps its own reason and
+detail; a repeated content id keeps its first row.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from __future__ import annotations
 import csv
 import io
 import posixpath
-import re
 import tarfile
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping
@@ -38,10 +38,10 @@ import pyarrow.parquet as pq
 from apache_beam.metrics import Metrics
 
 from pipeline.fsio import expand, join, open_read
+from pipeline.parts import parse_part_name
 from pipeline.records import Failure, Reason, SourceRecord
 from pipeline.sources.common import FAILURES, RECORDS, route
 
-PART_NAME = re.compile(r"part-(?P<number>\d+)(?:-retry-(?P<retry>\d+))?\.parquet$")
 MANIFEST_COLUMNS = ("EOL content ID", "EOL page ID", "Medium Source URL", "EOL Full-Size Copy URL", "License Name",
                     "Copyright Owner")
 
@@ -155,9 +155,10 @@ def list_download_parts(downloads_dir: str) -> list[str]:
 
 
 def part_order(part: str) -> tuple[int, int, str]:
-    """Sort key of a download part: later retry rounds are newer (`part-00003-retry-2.parquet` -> (2, 3, name))."""
-    match = PART_NAME.search(part)
-    return (int(match["retry"] or 0), int(match["number"]), part) if match else (-1, -1, part)
+    """Sort key of a download part: later retry rounds are newer (`part-00003-retry-2.parquet` -> (2, 3, name));
+    a name the download stage does not write sorts before every part it does."""
+    parsed = parse_part_name(part)
+    return (parsed[1], parsed[0], part) if parsed else (-1, -1, part)
 
 
 def winning_download(rows: Iterable[DownloadRow]) -> DownloadRow | None:

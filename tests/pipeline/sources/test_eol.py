@@ -19,6 +19,7 @@ from pipeline.sources.eol import (
     eol_records,
     iter_manifest,
     list_download_parts,
+    part_order,
     read_download_part,
     winning_download,
 )
@@ -199,3 +200,11 @@ def test_later_retry_rounds_win_among_failed_rows() -> None:
             for part, reason in (("part-00001.parquet", "timeout"), ("part-00001-retry-9.parquet", "http_server_error"),
                                  ("part-00001-retry-10.parquet", "http_not_found"))]
     assert winning_download(rows).reason == "http_not_found"
+
+
+def test_part_order_puts_retry_round_before_part_number_and_unknown_names_first() -> None:
+    names = ["part-00010.parquet", "part-3.parquet", "part-00002-retry-1.parquet", "part-00001-retry-2.parquet",
+             "part-00011.parquet"]
+    assert part_order("part-00003-retry-2.parquet") == (2, 3, "part-00003-retry-2.parquet")
+    assert sorted(names, key=part_order) == ["part-3.parquet", "part-00010.parquet", "part-00011.parquet",
+                                             "part-00002-retry-1.parquet", "part-00001-retry-2.parquet"]
