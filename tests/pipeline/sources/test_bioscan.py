@@ -1,16 +1,15 @@
 """BIOSCAN-1M reader: both TSV variants and the JSON-LD, the zip and the extracted folders, unsafe members refused."""
 
-import hashlib
 import json
 import zipfile
 from pathlib import Path
 
-import apache_beam as beam
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
+from beam_support import run_reader
 
-from pipeline.records import Reason, SourceRecord, Stage, treeoflife_id
+from pipeline.records import Reason, Stage, treeoflife_id
 from pipeline.sources.bioscan import ReadBioscan, parse_bioscan_jsonld, parse_bioscan_tsv
 
 TSV = "bioscan/BIOSCAN_Insect_Dataset_metadata.tsv"
@@ -28,21 +27,6 @@ def row(image_file: str = "BIOUG1-A01.jpg", chunk: str = "2", **ranks: str) -> s
               "copyright_license": "CreativeCommons - Attribution", "copyright_holder": "CBG Photography Group",
               **ranks}
     return "\t".join(values.get(column, "train") for column in HEADER.split("\t")) + "\n"
-
-
-def sortable(source_image: tuple[SourceRecord, bytes]) -> tuple[str, SourceRecord, str]:
-    """(native id, record, md5 of the bytes): equal_to sorts these instead of comparing every pair."""
-    record, data = source_image
-    return record.native_id, record, hashlib.md5(data).hexdigest()
-
-
-def run_reader(transform, records: list, failures: list, failure_view=lambda f: f) -> None:
-    """Run `transform`; its records must equal `records` (record and bytes), its failures `failures` (as viewed)."""
-    with TestPipeline(runner="FnApiRunner") as p:
-        out = p | transform
-        assert_that(out["records"] | "Sortable" >> beam.Map(sortable), equal_to([sortable(r) for r in records]),
-                    label="records")
-        assert_that(out["failures"] | "View" >> beam.Map(failure_view), equal_to(failures), label="failures")
 
 
 def snapshot(root: Path) -> set[str]:

@@ -1,15 +1,12 @@
 """EOL reader: manifest quirks, the join to the download parts (ok beats failed, latest part wins), failures kept."""
 
-import hashlib
 import json
 from pathlib import Path
 
-import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from apache_beam.testing.test_pipeline import TestPipeline
-from apache_beam.testing.util import assert_that, equal_to
+from beam_support import run_reader
 
 from pipeline.records import Reason, SourceRecord, Stage, treeoflife_id
 from pipeline.sources.eol import (
@@ -52,21 +49,6 @@ def write_part(path: Path, rows: list[dict]) -> Path:
              "byte_count": 0, "elapsed_s": 0.1, "attempts": 1, "reason": "", "detail": "", **r} for r in rows]
     pq.write_table(pa.Table.from_pylist(full, schema=PART_SCHEMA), path)
     return path
-
-
-def sortable(source_image: tuple[SourceRecord, bytes]) -> tuple[str, SourceRecord, str]:
-    """(native id, record, md5 of the bytes): equal_to sorts these instead of comparing every pair."""
-    record, data = source_image
-    return record.native_id, record, hashlib.md5(data).hexdigest()
-
-
-def run_reader(transform, records: list, failures: list, failure_view=lambda f: f) -> None:
-    """Run `transform`; its records must equal `records` (record and bytes), its failures `failures` (as viewed)."""
-    with TestPipeline(runner="FnApiRunner") as p:
-        out = p | transform
-        assert_that(out["records"] | "Sortable" >> beam.Map(sortable), equal_to([sortable(r) for r in records]),
-                    label="records")
-        assert_that(out["failures"] | "View" >> beam.Map(failure_view), equal_to(failures), label="failures")
 
 
 # ---- the manifest's quirks (pipeline.sources.eol.iter_manifest) ----

@@ -1,15 +1,14 @@
 """iNat21 reader: train.json parsing, the tree and the streamed tar giving the same records, unsafe members refused."""
 
-import hashlib
 import io
 import json
 import tarfile
 from pathlib import Path
 
-import apache_beam as beam
 import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
+from beam_support import run_reader
 
 from pipeline.records import Reason, SourceRecord, Stage, treeoflife_id
 from pipeline.sources.common import is_safe_member
@@ -48,21 +47,6 @@ def write_tar(path: Path, members: dict[str, bytes], links: dict[str, str] | Non
 
 def snapshot(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*")}
-
-
-def sortable(source_image: tuple[SourceRecord, bytes]) -> tuple[str, SourceRecord, str]:
-    """(native id, record, md5 of the bytes): equal_to sorts these instead of comparing every pair."""
-    record, data = source_image
-    return record.native_id, record, hashlib.md5(data).hexdigest()
-
-
-def run_reader(transform, records: list, failures: list, failure_view=lambda f: f) -> None:
-    """Run `transform`; its records must equal `records` (record and bytes), its failures `failures` (as viewed)."""
-    with TestPipeline(runner="FnApiRunner") as p:
-        out = p | transform
-        assert_that(out["records"] | "Sortable" >> beam.Map(sortable), equal_to([sortable(r) for r in records]),
-                    label="records")
-        assert_that(out["failures"] | "View" >> beam.Map(failure_view), equal_to(failures), label="failures")
 
 
 # ---- pure parsing ----
