@@ -109,7 +109,7 @@ def gbif_rows(taxa: list[Taxon]) -> tuple[list[list[str]], list[list[str]]]:
 
 
 def itis_rows(taxa: list[Taxon]) -> list[list[str]]:
-    rows, tsns = [], {}
+    rows, tsns = [], {}  # chain prefix -> TSN
     for taxon in taxa:
         chain = lineage(taxon)
         if taxon.ranks[0] == "Fungi" or not chain or chain[-1][0] != "species" or taxon.hard_case == "fish-without-class":
@@ -127,10 +127,11 @@ def itis_rows(taxa: list[Taxon]) -> list[list[str]]:
         if named.get("phylum") == "Chordata":
             ranks.append(("Subphylum", "Vertebrata"))
         ranks += [(r.capitalize(), named[r]) for r in ("class", "order", "family", "genus", "species") if r in named]
-        for _, name in ranks:
-            tsns.setdefault(name, 50_000 + len(tsns) * 7)
+        # A TSN names a node of the tree, so homonyms (Morus the gannet, Morus the mulberry) get different ones.
+        chain_tsns = [tsns.setdefault(tuple(n for _, n in ranks[: depth + 1]), 50_000 + len(tsns) * 7)
+                      for depth in range(len(ranks))]
         by_rank = dict(ranks)
-        rows.append(["-".join(str(tsns[n]) for _, n in ranks), "->".join(n for _, n in ranks), str(tsns[taxon.binomial]),
+        rows.append(["-".join(map(str, chain_tsns)), "->".join(n for _, n in ranks), str(chain_tsns[-1]),
                      taxon.binomial, taxon.common_name, "English" if taxon.common_name else "",
                      "->".join(r for r, _ in ranks), *(by_rank.get(c, "") for c in ITIS_RANK_COLUMNS)])
     return rows
