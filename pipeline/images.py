@@ -116,8 +116,12 @@ class Processed:
     phash: int
 
 
-def process(data: bytes, spec: ResizeSpec = ResizeSpec()) -> Processed:
-    """Turn original image bytes into a resized JPEG with provenance; raises ImageError for bad data."""
+def process(data: bytes, spec: ResizeSpec = ResizeSpec(), md5: str | None = None) -> Processed:
+    """Turn original image bytes into a resized JPEG with provenance; raises ImageError for bad data.
+
+    `md5` is the hex md5 of `data` when the caller already has it (the download stage stores it beside the bytes),
+    so that large originals are not hashed twice.
+    """
     _check_call(data, spec)
     decoded = _decode(data, spec)
     image = decoded.image
@@ -133,7 +137,7 @@ def process(data: bytes, spec: ResizeSpec = ResizeSpec()) -> Processed:
         original_height=decoded.oriented_size[1],
         original_format=decoded.format,
         original_mode=decoded.mode,
-        md5=hashlib.md5(data).hexdigest(),
+        md5=md5 or hashlib.md5(data).hexdigest(),
         phash=perceptual_hash(image),
     )
 

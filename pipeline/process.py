@@ -29,7 +29,7 @@ class ProcessImageFn(beam.DoFn):
     def process(self, element: SourceImage):
         record, data = element
         try:
-            processed = process(data, self._spec)
+            processed = process(data, self._spec, dict(record.provenance).get("md5"))
         except ImageError as error:
             Metrics.counter("process", str(error.reason)).inc()
             yield beam.pvalue.TaggedOutput(FAILURES, Failure.of(error.reason, error.detail, record=record))

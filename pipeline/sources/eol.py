@@ -129,6 +129,7 @@ class DownloadRow:
     reason: str = ""
     detail: str = ""
     data: bytes | None = None
+    md5: str = ""  # of `data`, as the download stage computed it
 
 
 def read_download_part(path: str, batch_size: int = 64) -> Iterator[DownloadRow]:
@@ -140,10 +141,11 @@ def read_download_part(path: str, batch_size: int = 64) -> Iterator[DownloadRow]
             raise ValueError(f"{path} is not a download part: no column {', '.join(missing)} "
                              f"(expected at least {', '.join(DOWNLOAD_COLUMNS)})")
         name = posixpath.basename(path.replace("\\", "/"))
-        for batch in part.iter_batches(batch_size=batch_size, columns=list(DOWNLOAD_COLUMNS)):
+        columns = [*DOWNLOAD_COLUMNS, *(["md5"] if "md5" in part.schema_arrow.names else [])]
+        for batch in part.iter_batches(batch_size=batch_size, columns=columns):
             for row in batch.to_pylist():
                 yield DownloadRow(int(row["content_id"]), name, row["status"] or "", row["url"] or "",
-                                  row["reason"] or "", row["detail"] or "", row["data"])
+                                  row["reason"] or "", row["detail"] or "", row["data"], row.get("md5") or "")
 
 
 def list_download_parts(downloads_dir: str) -> list[str]:
@@ -177,12 +179,12 @@ def download_reason(row: DownloadRow) -> tuple[Reason, str]:
                                       f"{row.reason!r}: {row.detail}")
 
 
-def manifest_record(row: ManifestRow, url: str = "") -> SourceRecord:
+def manifest_record(row: ManifestRow, url: str = "", md5: str = "") -> SourceRecord:
+    provenance = (("medium_source_url", row.medium_source_url), ("full_size_url", row.full_size_url))
     return SourceRecord.create(
         SOURCE, str(row.content_id), image_ref=str(row.content_id), label_key=f"eol:{row.page_id}",
         label=(("page_id", str(row.page_id)),), license=row.license_name, rights_holder=row.copyright_owner,
-        source_url=url or row.full_size_url,
-        provenance=(("medium_source_url", row.medium_source_url), ("full_size_url", row.full_size_url)))
+        source_url=url or row.full_size_url, provenance=provenance + ((("md5", md5),) if md5 else ()))
 
 
 def eol_record(row: ManifestRow, download: DownloadRow | None) -> SourceImage | Failure:
@@ -190,7 +192,7 @@ def eol_record(row: ManifestRow, download: DownloadRow | None) -> SourceImage | 
     if download is None:
         return Failure.of(Reason.MISSING_IMAGE, "not downloaded: run tol download", record=manifest_record(row),
                           file=row.file, line=row.line)
-    record = manifest_record(row, download.url)
+    record = manifest_record(row, download.url, download.md5 if download.status == "ok" else "")
     if download.status != "ok":
         reason, detail = download_reason(download)
         return Failure.of(reason, detail, record=record, file=row.file, line=row.line)

@@ -396,3 +396,9 @@ def test_resize_spec_rejects_bad_values_naming_field_value_and_allowed(field, va
         ResizeSpec(**{field: value})
     for text in mentions:
         assert text in str(caught.value)
+
+
+def test_a_known_md5_is_reused_instead_of_hashing_again() -> None:
+    data = encode(quadrants(64, 48), "JPEG")
+    assert process(data).md5 == hashlib.md5(data).hexdigest()
+    assert process(data, md5="0123abcd").md5 == "0123abcd"

@@ -190,3 +190,10 @@ def test_part_order_puts_retry_round_before_part_number_and_unknown_names_first(
     assert part_order("part-00003-retry-2.parquet") == (2, 3, "part-00003-retry-2.parquet")
     assert sorted(names, key=part_order) == ["part-3.parquet", "part-00010.parquet", "part-00011.parquet",
                                              "part-00002-retry-1.parquet", "part-00001-retry-2.parquet"]
+
+
+def test_the_download_stage_md5_travels_with_the_record() -> None:
+    row = ManifestRow(7, 42, "http://127.0.0.1/s.jpg", "http://127.0.0.1/f.jpg", "cc-by-3.0", "", "m.csv", 2)
+    record, data = eol_records([row], [DownloadRow(7, "part-00000.parquet", "ok", row.full_size_url, data=b"JPEG",
+                                                   md5="0123abcd")]).__next__()
+    assert dict(record.provenance)["md5"] == "0123abcd" and data == b"JPEG"
