@@ -23,7 +23,8 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_sample_kit.py
+	$(BIN)/python benchmarks/bench_images.py
+	$(BIN)/python benchmarks/bench_sample_kit.py --scale 100000
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache *.egg-info
