@@ -20,6 +20,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("sample-kit", "pipeline.samplekit.kit", "write a small raw-data tree in the real sources' formats"),
     ("serve-kit", "pipeline.serve_kit", "serve the kit's EOL images on loopback, with injectable faults"),
     ("download", "pipeline.download", "fetch EOL images politely into resumable parquet parts"),
+    ("taxonomy", "taxonomy.build", "resolve every source label to seven ranks and a common name"),
 )
 
 

@@ -5,7 +5,8 @@
 Builds a sample kit in OUT/kit; serves its EOL images on 127.0.0.1:PORT with faults switched on (429 with
 Retry-After, 503, latency, besides the kit's own failing URLs) and downloads them politely with `tol download`;
 then reads all three sources and processes every image, and prints what was kept and why the rest was dropped,
-per source and per reason, next to where everything is. Each later stage of the build adds its step here.
+per source and per reason, next to where everything is; then resolves every label with `tol taxonomy` into
+OUT/taxonomy. Each later stage of the build adds its step here.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from pipeline.argtypes import int_at_least, non_negative_int, port
 from pipeline.front import FrontHalf, SourcePaths
 from pipeline.samplekit.kit import MIN_SCALE, KitConfig, build_kit
 from pipeline.serve_kit import FaultSpec, KitServer
+from taxonomy.build import TaxonomyConfig, build_taxonomy, format_summary
 
 DEMO_FAULTS = "429=0.05:1,503=0.05,latency=0.05:0.2"
 # The kit server is ours, on loopback: a higher rate than the polite default keeps the demo short.
@@ -113,6 +115,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         shutil.rmtree(downloads)  # a fresh kit has a fresh manifest: earlier parts do not belong to it
     download_eol(kit, downloads, args.port, args.seed, log_path)
     print_summary(args.out, document, front_half_counts(kit, downloads, args.out), log_path)
+    taxonomy = args.out / "taxonomy"
+    print("\n" + format_summary(build_taxonomy(TaxonomyConfig.for_raw(kit, taxonomy)), taxonomy))
     return 0
 
 

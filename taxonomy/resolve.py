@@ -1,12 +1,6 @@
 """Every distinct source label to one seven-rank taxon with a common name, or to `unresolved` with a reason.
 
-    .venv/bin/python -c "
-    import duckdb
-    from taxonomy.profiles import get_profile
-    from taxonomy.resolve import SourceLabel, resolve_labels
-    con = duckdb.connect('out/taxonomy/authorities.duckdb', read_only=True)
-    labels = [SourceLabel('eol', 'eol:328672', page_id=328672)]
-    print(resolve_labels(con, labels, get_profile('bioclip-v1')))"
+    tol taxonomy demo-out/kit demo-out/taxonomy     # labels of the kit's sources -> taxa.parquet, label_map.parquet
 
 Rules (DESIGN.md "Taxonomy"), applied per label to candidate rows fetched in batches:
 - Labels of a source the profile takes as given (bioclip-v1: iNat21) are only cleaned.
@@ -20,6 +14,7 @@ Rules (DESIGN.md "Taxonomy"), applied per label to candidate rows fetched in bat
   What stays ambiguous (one authority's taxa, or genera in two kingdoms) is a conflict, never a guess.
 - Ranks are positional: an interior rank no one gives stays "" (nothing shifts up).
 - Every rank records the authority (or label source) that gave it and how it matched (`Match`).
+- A `fallback` (taxonomy.gbif_online) may replace, per batch, the decisions of labels no dump has.
 Data problems give `Unresolved` with a `UnresolvedReason`; only programmer or configuration errors raise.
 Queries: per batch one on the EOL pages, one on the names (synonyms joined to their accepted rows) and, for the
 species nothing matched, one on the species of their genera; never one per label.
@@ -27,13 +22,11 @@ species nothing matched, one on the species of their genera; never one per label
 
 from __future__ import annotations
 
-import enum
 import functools
-import hashlib
 import logging
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 
@@ -44,152 +37,37 @@ from taxonomy.captions import RANKS, Label, names
 from taxonomy.common_names import CommonNameRequest, common_names
 from taxonomy.names import canonicalise, normalise_kingdom, rank_name
 from taxonomy.profiles import Profile
+from taxonomy.records import (
+    AuthorityId,
+    Candidate,
+    Conflict,
+    Decision,
+    LabelMapping,
+    Match,
+    Outcome,
+    Prepared,
+    Ranks,
+    Resolution,
+    SourceLabel,
+    Taxon,
+    Unresolved,
+    UnresolvedReason,
+    by_label,
+    join_notes,
+    most_specific_match,
+    rank_level,
+    ranks_agree,
+    taxon_id,
+    taxon_status,
+)
 
 log = logging.getLogger(__name__)
-SOURCES = ("inat21", "bioscan", "eol")
 GENUS, SPECIES = 5, 6
-Ranks = tuple[str, str, str, str, str, str, str]
-NO_RANKS: Ranks = ("",) * 7
-AuthorityId = tuple[str, str]  # (authority, taxon_id)
 LEVELS = {**{rank: i for i, rank in enumerate(RANKS[:6])}, "species": SPECIES}
 DH_SPECIES_RANKS = frozenset({"species", "subspecies", "variety", "form", "forma", "infraspecies"})
 _rank = functools.lru_cache(maxsize=1 << 16)(rank_name)
 _kingdom = functools.lru_cache(maxsize=1 << 10)(normalise_kingdom)
-
-
-class Match(enum.StrEnum):
-    """How a rank was matched."""
-
-    EXACT = "exact"
-    CANONICAL = "canonical"  # matched after canonicalise changed the name (authorship, HTML, case, ...)
-    SYNONYM = "synonym"  # the name is a synonym; the ranks are the accepted taxon's
-    FUZZY = "fuzzy"  # a close epithet within the genus (profile `fuzzy`)
-    GIVEN = "given"  # as the source gave it (or implies it)
-
-
-class UnresolvedReason(enum.StrEnum):
-    """Why a label has no taxon: the closed set."""
-
-    NO_NAME = "no_name"  # no name at any rank
-    PLACEHOLDER_ONLY = "placeholder_only"  # only placeholders (`sp.`, BOLD interim names, `not_classified`)
-    NO_MATCH = "no_match"  # a bare name no authority has, with no higher rank to keep
-    EOL_PAGE_UNKNOWN = "eol_page_unknown"  # no Dynamic Hierarchy node has the page id
-    AMBIGUOUS_HOMONYM = "ambiguous_homonym"  # taxa the source's ranks cannot tell apart (see `conflicts`)
-    PARTIAL_NOT_KEPT = "partial_not_kept"  # stops above species, and the profile keeps no such labels of its source
-
-
-@dataclass(frozen=True, slots=True)
-class SourceLabel:
-    """One distinct label as its source gives it.
-
-    Keys: `inat21:<category_id>`, `bioscan:<order>|<family>|<genus>|<species>`, `eol:<page_id>`.
-    """
-
-    source: str
-    key: str
-    ranks: Ranks = NO_RANKS  # as given, "" missing (BIOSCAN leaves the profile's implied ranks empty)
-    name: str = ""  # the most specific name as given (BIOSCAN: the species string, placeholders included)
-    page_id: int | None = None  # EOL only
-    common_name: str = ""  # the source's own common name (iNat21), "" if none
-
-    def __post_init__(self) -> None:
-        if self.source not in SOURCES:
-            raise ValueError(f"unknown label source {self.source!r} (key {self.key!r}); expected one of {SOURCES}")
-        if len(self.ranks) != 7 or not all(isinstance(r, str) for r in self.ranks):
-            raise ValueError(f"label {self.key!r} needs seven str ranks ({', '.join(RANKS)}), got {self.ranks!r}")
-
-
-@dataclass(frozen=True, slots=True)
-class Taxon:
-    taxon_id: str  # sha1 of the seven ranks joined by "|", 16 hex digits
-    ranks: Ranks
-    scientific_name: str  # binomial, else the most specific rank
-    common_name: str
-    common_name_source: str
-    authorities: tuple[str, ...]  # per rank: the authority or label source that gave it ("" where missing)
-    matches: tuple[str, ...]  # per rank: a Match ("" where missing)
-    match: str  # the match of the most specific rank
-    status: str  # "resolved" (to species) or "partial"
-
-
-@dataclass(frozen=True, slots=True)
-class LabelMapping:
-    source: str
-    key: str
-    taxon_id: str | None
-    status: str  # resolved | partial | unresolved
-    reason: str = ""  # the UnresolvedReason, or a note (a dropped placeholder, a failed fuzzy match)
-    match: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Conflict:
-    source: str
-    key: str
-    candidates: tuple[tuple[str, Ranks], ...]  # (authority, ranks), by precedence
-    why: str
-
-
-@dataclass(frozen=True, slots=True)
-class Unresolved:
-    source: str
-    key: str
-    reason: UnresolvedReason
-    detail: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class Resolution:
-    """Everything sorted: taxa by taxon_id, the rest by (source, key)."""
-
-    taxa: tuple[Taxon, ...]
-    mappings: tuple[LabelMapping, ...]
-    conflicts: tuple[Conflict, ...]
-    unresolved: tuple[Unresolved, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Candidate:
-    """One authority taxon a label's name may mean (the accepted taxon, where the name is a synonym)."""
-
-    authority: str
-    taxon_id: str
-    ranks: Ranks  # down to the level looked up
-    match: Match  # EXACT, SYNONYM, FUZZY (EXACT reads CANONICAL for a label whose name canonicalise changed)
-    preference: int = 0  # within one authority: 0 accepted, 1 doubtful, 2 reached through a synonym
-
-
-@dataclass(frozen=True, slots=True)
-class Prepared:
-    """A label cleaned: the ranks its source gives, the name to look up, and what cleaning changed."""
-
-    label: SourceLabel
-    given: Ranks
-    given_by: str  # the label's source, or "eol" for the ranks of a Dynamic Hierarchy page
-    level: int  # index into RANKS of the most specific given rank (6 = species)
-    lookup: str  # the most specific name, lower case
-    genus_lookup: str  # the genus of a species name, lower case ("" above species)
-    renamed: bool  # canonicalise changed the name looked up
-    note: str
-    page: Candidate | None = None  # the Dynamic Hierarchy node of an EOL page
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    ranks: Ranks
-    authorities: tuple[str, ...]
-    matches: tuple[str, ...]
-    note: str
-    ids: tuple[AuthorityId, ...]  # the matched taxa, for their vernacular names
-    page_ids: tuple[int, ...]
-
-
-Decision = Outcome | Unresolved | tuple[Unresolved, Conflict]
-
-
-def taxon_id(ranks: Ranks) -> str:
-    """The stable id of a seven-rank taxon."""
-    return hashlib.sha1("|".join(ranks).encode()).hexdigest()[:16]
+Fallback = Callable[[Sequence[SourceLabel], list[Decision]], list[Decision]]  # labels, decisions -> new decisions
 
 
 def edit_distance(a: str, b: str, limit: int) -> int:
@@ -212,13 +90,6 @@ def edit_distance(a: str, b: str, limit: int) -> int:
 
 # --- preparing labels (pure) -------------------------------------------------------------------------------------
 
-def _level(ranks: Sequence[str]) -> int:
-    """Index of the most specific non-empty rank (an epithet counts only with its genus), -1 if none."""
-    if ranks[GENUS] and ranks[SPECIES]:
-        return SPECIES
-    return max((i for i in range(6) if ranks[i]), default=-1)
-
-
 def _placeholder_note(changes: Sequence[str]) -> str:
     return next((c for c in changes if c.startswith("placeholder")), "")
 
@@ -230,7 +101,7 @@ def _renamed(changes: Sequence[str]) -> bool:
 def _prepared(label: SourceLabel, ranks: list[str], given_by: str, renamed: bool, note: str,
               species_name: tuple[str, str] | None = None, page: Candidate | None = None) -> Prepared | None:
     """A Prepared label down to its most specific rank; `species_name` is the (genus, epithet) to look up."""
-    level = _level(ranks)
+    level = rank_level(ranks)
     if level < 0:
         return None
     given: Ranks = tuple(r if i <= level else "" for i, r in enumerate(ranks))  # type: ignore[assignment]
@@ -294,15 +165,11 @@ def _prepare_page(label: SourceLabel, nodes: Sequence[tuple]) -> Prepared | Unre
 
 # --- deciding (pure) ---------------------------------------------------------------------------------------------
 
-def _agrees(a: Sequence[str], b: Sequence[str], indices: Iterable[int]) -> bool:
-    return all(not a[i] or not b[i] or a[i].lower() == b[i].lower() for i in indices)
-
-
 def _pick(candidates: list[Candidate], prep: Prepared, profile: Profile, level: int, name: str
           ) -> list[Candidate] | tuple[str, list[Candidate]] | None:
     """One candidate per authority in precedence order; (why, candidates) if ambiguous; None if none fits."""
     deciding = [RANKS.index(r) for r in profile.homonym_ranks]
-    alive = [c for c in candidates if _agrees(c.ranks, prep.given, deciding)]
+    alive = [c for c in candidates if ranks_agree(c.ranks, prep.given, deciding)]
     if not alive:
         return None
     by_authority: dict[str, list[Candidate]] = defaultdict(list)
@@ -314,7 +181,7 @@ def _pick(candidates: list[Candidate], prep: Prepared, profile: Profile, level: 
         group = by_authority[authority]
         group = [c for c in group if c.preference == min(g.preference for g in group)]
         if len({c.ranks for c in group}) > 1:
-            group = [c for c in group if _agrees(c.ranks, prep.given, range(5))] or group
+            group = [c for c in group if ranks_agree(c.ranks, prep.given, range(5))] or group
         if len({c.ranks for c in group}) > 1:
             if not picked:
                 group.sort(key=lambda c: (c.ranks, c.taxon_id))
@@ -332,7 +199,7 @@ def _fuzzy(prep: Prepared, rows: list[tuple[str, Candidate]], profile: Profile) 
     """Candidates of the one closest epithet within the genus (within the profile's limits), and a note."""
     rule, epithet = profile.fuzzy, prep.given[SPECIES].lower()
     deciding = [RANKS.index(r) for r in profile.homonym_ranks]
-    usable = [(e, c) for e, c in rows if _agrees(c.ranks, prep.given, deciding)]
+    usable = [(e, c) for e, c in rows if ranks_agree(c.ranks, prep.given, deciding)]
     scored: dict[str, int] = {}
     for other in {e for e, _ in usable}:
         if rule.same_first_letter and other[:1] != epithet[:1]:
@@ -361,7 +228,7 @@ def _outcome(prep: Prepared, picked: list[Candidate], level: int, profile: Profi
     matches = [match_of(chosen) if r else "" for r in ranks]
     given = Candidate(prep.given_by, "", prep.given, Match.GIVEN)
     fillers = picked[1:] + ([given] if prep.page is None else [])
-    consistent = [c for c in fillers if _agrees(c.ranks, chosen.ranks, range(level + 1))]
+    consistent = [c for c in fillers if ranks_agree(c.ranks, chosen.ranks, range(level + 1))]
     if profile.fill_missing:
         for filler in consistent:
             for i in range(level):
@@ -372,10 +239,6 @@ def _outcome(prep: Prepared, picked: list[Candidate], level: int, profile: Profi
     ids = tuple((c.authority, c.taxon_id) for c in [chosen, *consistent] if c.taxon_id) if level == prep.level else ()
     pages = (prep.label.page_id,) if prep.page is not None and prep.label.page_id is not None else ()
     return Outcome(tuple(ranks), tuple(sources), tuple(matches), note, ids, pages)  # type: ignore[arg-type]
-
-
-def _notes(*notes: str) -> str:
-    return "; ".join(n for n in notes if n)
 
 
 def _stages(prep: Prepared, named: list[Candidate], genus: list[Candidate], fuzzy_rows: list[tuple[str, Candidate]],
@@ -403,11 +266,11 @@ def decide(prep: Prepared, named: list[Candidate], genus: list[Candidate], fuzzy
             conflict = Conflict(label.source, label.key, tuple((c.authority, c.ranks) for c in ambiguous), why)
             return Unresolved(label.source, label.key, UnresolvedReason.AMBIGUOUS_HOMONYM, why), conflict
         if picked:
-            return _outcome(prep, picked, level, profile, _notes(*notes, note))
+            return _outcome(prep, picked, level, profile, join_notes(*notes, note))
         notes.append(note)
     if not any(prep.given[:GENUS]):
         return Unresolved(label.source, label.key, UnresolvedReason.NO_MATCH, f"no authority has {prep.lookup!r}")
-    return _outcome(prep, [as_given], prep.level, profile, _notes(*notes))
+    return _outcome(prep, [as_given], prep.level, profile, join_notes(*notes))
 
 
 # --- fetching candidates (one query per table per batch) ---------------------------------------------------------
@@ -428,7 +291,14 @@ _PAGES_SQL = """SELECT p.page_id, n.taxon_id, coalesce(n.name, ''), coalesce(n.r
     FROM _tol_pages p JOIN names n ON n.page_id = p.page_id WHERE n.authority = 'eol'"""
 
 
+def _names_table(names_: Iterable[str]) -> pa.Table:
+    return pa.table({"qname": pa.array(sorted(names_), pa.string())})
+
+
 def _query(con: duckdb.DuckDBPyConnection, sql: str, view: str, table: pa.Table) -> list[tuple]:
+    """The rows of `sql` with `table` registered as `view`; no query for an empty table."""
+    if not table.num_rows:
+        return []
     con.register(view, table)
     try:
         return con.execute(sql).fetchall()
@@ -454,15 +324,10 @@ def _candidate(authority: str, row: Sequence, level: int, match: Match | None = 
     return Candidate(authority, str(taxon), tuple(ranks), kind, preference)  # type: ignore[arg-type]
 
 
-def _names_table(names_: Iterable[str]) -> pa.Table:
-    return pa.table({"qname": pa.array(sorted(names_), pa.string())})
-
-
 def _fetch_names(con: duckdb.DuckDBPyConnection, lookups: set[str], authorities: str
                  ) -> dict[str, list[tuple[int, Candidate]]]:
     """Lower-case name -> (level, candidate) for every authority row of that name."""
-    rows = _query(con, _NAMES_SQL.format(authorities=authorities), "_tol_names", _names_table(lookups)) \
-        if lookups else []
+    rows = _query(con, _NAMES_SQL.format(authorities=authorities), "_tol_names", _names_table(lookups))
     found: dict[str, list[tuple[int, Candidate]]] = defaultdict(list)
     for qname, authority, *row in rows:
         level = LEVELS.get(row[0], -1)
@@ -474,8 +339,7 @@ def _fetch_names(con: duckdb.DuckDBPyConnection, lookups: set[str], authorities:
 def _fetch_genera(con: duckdb.DuckDBPyConnection, genera: set[str], authorities: str
                   ) -> dict[str, list[tuple[str, Candidate]]]:
     """Lower-case genus -> (epithet, fuzzy candidate) for every species row of that genus."""
-    rows = _query(con, _GENERA_SQL.format(authorities=authorities), "_tol_names", _names_table(genera)) \
-        if genera else []
+    rows = _query(con, _GENERA_SQL.format(authorities=authorities), "_tol_names", _names_table(genera))
     found: dict[str, list[tuple[str, Candidate]]] = defaultdict(list)
     for qname, authority, *row in rows:
         if row[-1] and (c := _candidate(authority, row, SPECIES, Match.FUZZY)):
@@ -485,8 +349,6 @@ def _fetch_genera(con: duckdb.DuckDBPyConnection, genera: set[str], authorities:
 
 def _fetch_pages(con: duckdb.DuckDBPyConnection, pages: set[int]) -> dict[int, list[tuple]]:
     """Page id -> its Dynamic Hierarchy nodes as (taxon_id, name, rank, status, kingdom, ..., genus)."""
-    if not pages:
-        return {}
     rows = _query(con, _PAGES_SQL, "_tol_pages", pa.table({"page_id": pa.array(sorted(pages), pa.int64())}))
     found: dict[int, list[tuple]] = defaultdict(list)
     for page_id, *node in rows:
@@ -520,7 +382,7 @@ def resolve_batch(con: duckdb.DuckDBPyConnection, batch: Sequence[SourceLabel], 
     candidates = {id(p): named(p) for p in active}
     deciding = [RANKS.index(r) for r in profile.homonym_ranks]
     need = {p.genus_lookup for p in active if profile.fuzzy.enabled and p.level == SPECIES and p.page is None
-            and not any(_agrees(c.ranks, p.given, deciding) for c in candidates[id(p)])}
+            and not any(ranks_agree(c.ranks, p.given, deciding) for c in candidates[id(p)])}
     by_genus = _fetch_genera(con, need, authorities)
     decisions: list[Decision] = []
     for p in preps:
@@ -545,16 +407,8 @@ class _Draft:
     pages: set[int]
 
 
-def _status(ranks: Ranks) -> str:
-    return "resolved" if ranks[SPECIES] else "partial"
-
-
-def _most_specific(matches: Sequence[str]) -> str:
-    return next((m for m in reversed(matches) if m), "")
-
-
 def resolve_labels(con: duckdb.DuckDBPyConnection, labels: Iterable[SourceLabel], profile: Profile,
-                   batch_size: int = 50_000) -> Resolution:
+                   batch_size: int = 50_000, fallback: Fallback | None = None) -> Resolution:
     """Resolve every distinct label (by source and key; a repeated key keeps its first label), in batches."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -572,7 +426,8 @@ def resolve_labels(con: duckdb.DuckDBPyConnection, labels: Iterable[SourceLabel]
             else:
                 seen.add((label.source, label.key))
                 fresh.append(label)
-        for label, decision in zip(fresh, resolve_batch(con, fresh, profile)):
+        decisions = resolve_batch(con, fresh, profile)
+        for label, decision in zip(fresh, fallback(fresh, decisions) if fallback else decisions):
             partial = isinstance(decision, Outcome) and not decision.ranks[SPECIES]
             if partial and label.source not in profile.keep_partial:
                 decision = Unresolved(label.source, label.key, UnresolvedReason.PARTIAL_NOT_KEPT,
@@ -585,8 +440,8 @@ def resolve_labels(con: duckdb.DuckDBPyConnection, labels: Iterable[SourceLabel]
                 mappings.append(LabelMapping(label.source, label.key, None, "unresolved", str(decision.reason)))
                 continue
             tid = taxon_id(decision.ranks)
-            mappings.append(LabelMapping(label.source, label.key, tid, _status(decision.ranks), decision.note,
-                                         _most_specific(decision.matches)))
+            mappings.append(LabelMapping(label.source, label.key, tid, taxon_status(decision.ranks), decision.note,
+                                         most_specific_match(decision.matches)))
             draft = drafts.setdefault(tid, _Draft((label.source, label.key), decision, [], set(), set()))
             if (label.source, label.key) < draft.first:
                 draft.first, draft.outcome = (label.source, label.key), decision
@@ -609,10 +464,6 @@ def _assemble(con: duckdb.DuckDBPyConnection, drafts: dict[str, _Draft], mapping
     named = common_names(con, requests, profile, batch_size)
     taxa = tuple(Taxon(tid, d.outcome.ranks, names(Label(d.outcome.ranks)).scientific, named[tid].name,
                        named[tid].source, d.outcome.authorities, d.outcome.matches,
-                       _most_specific(d.outcome.matches), _status(d.outcome.ranks)) for tid, d in ordered)
-    return Resolution(taxa, tuple(sorted(mappings, key=_by_key)), tuple(sorted(conflicts, key=_by_key)),
-                      tuple(sorted(unresolved, key=_by_key)))
-
-
-def _by_key(record: LabelMapping | Conflict | Unresolved) -> tuple[str, str]:
-    return record.source, record.key
+                       most_specific_match(d.outcome.matches), taxon_status(d.outcome.ranks)) for tid, d in ordered)
+    return Resolution(taxa, tuple(sorted(mappings, key=by_label)), tuple(sorted(conflicts, key=by_label)),
+                      tuple(sorted(unresolved, key=by_label)))

@@ -12,6 +12,11 @@ vernaculars, `rejected` in load_problems) are additions to the agreed schema; co
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import duckdb
+
 AUTHORITIES = ("gbif", "itis", "inat", "eol", "eol_resource")
 
 NAMES_DDL = """
@@ -44,6 +49,13 @@ CREATE TEMP TABLE stage_names (
     parent_id VARCHAR, kingdom VARCHAR, phylum VARCHAR, class VARCHAR, "order" VARCHAR, family VARCHAR,
     genus VARCHAR, authorship VARCHAR, page_id BIGINT, scientific_name VARCHAR, source_file VARCHAR,
     source_line BIGINT)"""
+
+
+def create_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the empty tables of an authorities database (`names` and TABLES_DDL) on `con`."""
+    for ddl in (NAMES_DDL, *TABLES_DDL):
+        con.execute(ddl)
+
 
 HIGHER_RANKS = ("kingdom", "phylum", "class", "order", "family", "genus")
 # Ranks whose names are binomials (or longer): cleaned by canonicalise, not rank_name.

@@ -9,8 +9,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import data_manifests
-from taxonomy.captions import (CAPTION_MEMBERS, DEFAULT_TEXT_TYPE, EVAL_TEXT_TYPES, SHARD_TEXT_MEMBERS, TEXT_TYPES,
-                               Label, captions, class_text, class_texts, default_caption, label_from_mapping, names)
+from taxonomy.captions import (
+    CAPTION_MEMBERS,
+    DEFAULT_TEXT_TYPE,
+    EVAL_TEXT_TYPES,
+    SHARD_TEXT_MEMBERS,
+    TEXT_TYPES,
+    Label,
+    captions,
+    class_text,
+    class_texts,
+    default_caption,
+    label_from_mapping,
+    names,
+)
 
 MAGPIE = Label(("Animalia", "Chordata", "Aves", "Passeriformes", "Corvidae", "Pica", "hudsonia"), "black-billed magpie")
 TAXON = "Animalia Chordata Aves Passeriformes Corvidae Pica hudsonia"

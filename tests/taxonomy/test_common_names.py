@@ -5,6 +5,7 @@ import dataclasses
 import duckdb
 import pytest
 
+from taxonomy.authorities.schema import create_tables
 from taxonomy.common_names import (
     CommonName,
     CommonNameRequest,
@@ -19,14 +20,13 @@ from taxonomy.profiles import get_profile
 MAGPIE = ("Animalia", "Chordata", "Aves", "Passeriformes", "Corvidae", "Pica", "hudsonia")
 MULBERRY = ("Plantae", "Tracheophyta", "Magnoliopsida", "Rosales", "Moraceae", "Morus", "alba")
 GANNET = ("Animalia", "Chordata", "Aves", "Suliformes", "Sulidae", "Morus", "bassanus")
-SCHEMA = """
-CREATE TABLE names(authority VARCHAR, taxon_id VARCHAR, name VARCHAR, name_norm VARCHAR, rank VARCHAR,
-    status VARCHAR, accepted_id VARCHAR, parent_id VARCHAR, kingdom VARCHAR, phylum VARCHAR, class VARCHAR,
-    "order" VARCHAR, family VARCHAR, genus VARCHAR, epithet VARCHAR, authorship VARCHAR, page_id BIGINT,
-    source_file VARCHAR, source_line BIGINT);
-CREATE TABLE vernaculars(authority VARCHAR, taxon_id VARCHAR, page_id BIGINT, name VARCHAR, language VARCHAR,
-    preferred BOOLEAN, source VARCHAR);
-"""
+
+
+def insert(con: duckdb.DuckDBPyConnection, table: str, rows) -> None:
+    """Insert rows that give the leading columns of `table`; the columns after them (additions) stay NULL."""
+    columns = [c[0] for c in con.execute(f"SELECT * FROM {table} LIMIT 0").description]
+    names = ", ".join(f'"{c}"' for c in columns[:len(rows[0])])
+    con.executemany(f"INSERT INTO {table} ({names}) VALUES ({', '.join(['?'] * len(rows[0]))})", list(rows))
 
 
 def name_row(authority, taxon, ranks, rank="species", page=None, status="accepted"):
@@ -39,12 +39,12 @@ def name_row(authority, taxon, ranks, rank="species", page=None, status="accepte
 def con():
     """Every source has a name for the magpie; the mulberry has only GBIF's; the gannet's genus is a homonym."""
     db = duckdb.connect()
-    db.execute(SCHEMA)
+    create_tables(db)
     rows = [name_row("itis", "i1", MAGPIE), name_row("inat", "n1", MAGPIE), name_row("gbif", "g1", MAGPIE),
             name_row("eol", "EOL-1", MAGPIE, page=45511401), name_row("gbif", "g2", MULBERRY),
             name_row("gbif", "g3", MULBERRY, rank="genus"), name_row("gbif", "g4", GANNET, rank="genus")]
-    db.executemany(f"INSERT INTO names VALUES ({', '.join(['?'] * 19)})", rows)
-    db.executemany("INSERT INTO vernaculars VALUES (?, ?, ?, ?, ?, ?, ?)", [
+    insert(db, "names", rows)
+    insert(db, "vernaculars", [
         ("itis", "i1", None, "Black-billed Magpie, American Magpie", "English", False, "itis"),
         ("inat", "n1", None, "Black-billed magpie", "en", True, "inat"),
         ("gbif", "g1", None, "American magpie", "en", False, "gbif"),

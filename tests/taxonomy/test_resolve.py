@@ -9,19 +9,10 @@ import pandas as pd
 import pytest
 
 import data_manifests
+from taxonomy.authorities.schema import create_tables
 from taxonomy.profiles import get_profile
-from taxonomy.resolve import Match, Resolution, SourceLabel, UnresolvedReason, edit_distance, resolve_labels, taxon_id
-
-SCHEMA = """
-CREATE TABLE names(authority VARCHAR, taxon_id VARCHAR, name VARCHAR, name_norm VARCHAR, rank VARCHAR,
-    status VARCHAR, accepted_id VARCHAR, parent_id VARCHAR, kingdom VARCHAR, phylum VARCHAR, class VARCHAR,
-    "order" VARCHAR, family VARCHAR, genus VARCHAR, epithet VARCHAR, authorship VARCHAR, page_id BIGINT,
-    source_file VARCHAR, source_line BIGINT);
-CREATE TABLE vernaculars(authority VARCHAR, taxon_id VARCHAR, page_id BIGINT, name VARCHAR, language VARCHAR,
-    preferred BOOLEAN, source VARCHAR);
-CREATE TABLE eol_provider_ids(node_id VARCHAR, resource_pk VARCHAR, resource_id VARCHAR, page_id BIGINT,
-    preferred_canonical VARCHAR);
-"""
+from taxonomy.records import Match, Resolution, SourceLabel, UnresolvedReason, taxon_id
+from taxonomy.resolve import edit_distance, resolve_labels
 
 BIRD = ("Animalia", "Chordata", "Aves", "Suliformes", "Sulidae")
 MULBERRY = ("Plantae", "Tracheophyta", "Magnoliopsida", "Rosales", "Moraceae")
@@ -46,14 +37,21 @@ def name_row(authority, taxon, name, rank, higher, genus="", *, status="accepted
             page, "fixture", 1)
 
 
+def insert(con: duckdb.DuckDBPyConnection, table: str, rows) -> None:
+    """Insert rows that give the leading columns of `table`; the columns after them (additions) stay NULL."""
+    columns = [c[0] for c in con.execute(f"SELECT * FROM {table} LIMIT 0").description]
+    names = ", ".join(f'"{c}"' for c in columns[:len(rows[0])])
+    con.executemany(f"INSERT INTO {table} ({names}) VALUES ({', '.join(['?'] * len(rows[0]))})", list(rows))
+
+
 def authority_db(names, vernaculars=()) -> duckdb.DuckDBPyConnection:
     """An in-memory authorities.duckdb with the loaders' schema and the given rows."""
     con = duckdb.connect()
-    con.execute(SCHEMA)
+    create_tables(con)
     if names:
-        con.executemany(f"INSERT INTO names VALUES ({', '.join(['?'] * 19)})", list(names))
+        insert(con, "names", names)
     if vernaculars:
-        con.executemany("INSERT INTO vernaculars VALUES (?, ?, ?, ?, ?, ?, ?)", list(vernaculars))
+        insert(con, "vernaculars", vernaculars)
     return con
 
 
