@@ -21,6 +21,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("serve-kit", "pipeline.serve_kit", "serve the kit's EOL images on loopback, with injectable faults"),
     ("download", "pipeline.download", "fetch EOL images politely into resumable parquet parts"),
     ("taxonomy", "taxonomy.build", "resolve every source label to seven ranks and a common name"),
+    ("query", "pipeline.query", "run SQL (DuckDB) over a build's manifests and taxonomy outputs"),
 )
 
 
@@ -53,9 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     # Configure logging before the command modules are imported: importing Beam logs through the root logger,
     # which would otherwise install its own default handler first.
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    logging.basicConfig(level=logging.ERROR, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     logging.getLogger("apache_beam").setLevel(logging.WARNING)  # its INFO lines are about Beam, not the data
-    args = build_parser().parse_args(argv)
+    # ERROR while the command modules import: importing Beam warns about optional cloud clients nobody asked for.
+    parser = build_parser()
+    logging.getLogger().setLevel(logging.INFO)
+    args = parser.parse_args(argv)
     if args.verbose:
         logging.getLogger().setLevel(logging.DEBUG)
         logging.getLogger("apache_beam").setLevel(logging.INFO)
