@@ -22,6 +22,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("download", "pipeline.download", "fetch EOL images politely into resumable parquet parts"),
     ("taxonomy", "taxonomy.build", "resolve every source label to seven ranks and a common name"),
     ("query", "pipeline.query", "run SQL (DuckDB) over a build's manifests and taxonomy outputs"),
+    ("build", "pipeline.build", "build the webdataset shards and manifests from sources, taxa and exclusions"),
 )
 
 

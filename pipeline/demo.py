@@ -6,7 +6,8 @@ Builds a sample kit in OUT/kit; serves its EOL images on 127.0.0.1:PORT with fau
 Retry-After, 503, latency, besides the kit's own failing URLs) and downloads them politely with `tol download`;
 then reads all three sources and processes every image, and prints what was kept and why the rest was dropped,
 per source and per reason, next to where everything is; then resolves every label with `tol taxonomy` into
-OUT/taxonomy. Each later stage of the build adds its step here.
+OUT/taxonomy; then runs `tol build` into OUT/shards and OUT/manifests and queries the manifests. Each later
+stage of the build adds its step here.
 """
 
 from __future__ import annotations
@@ -23,9 +24,10 @@ from pathlib import Path
 
 import apache_beam as beam
 
-from pipeline import download
+from pipeline import build, download
 from pipeline.argtypes import int_at_least, non_negative_int, port
 from pipeline.front import FrontHalf, SourcePaths
+from pipeline.query import query
 from pipeline.samplekit.kit import MIN_SCALE, KitConfig, build_kit
 from pipeline.serve_kit import FaultSpec, KitServer
 from taxonomy.build import TaxonomyConfig, build_taxonomy, format_summary
@@ -103,6 +105,24 @@ def print_summary(out: Path, document: dict, counts: dict[str, dict[str, int]], 
           f"  kit server log    {log_path}")
 
 
+def build_and_query(kit: Path, downloads: Path, taxonomy: Path, out: Path) -> int:
+    """`tol build` on the kit into OUT, then three `tol query` views of its manifests."""
+    print()
+    code = build.run([str(out), "--kit", str(kit), "--downloads", str(downloads), "--taxonomy", str(taxonomy),
+                      "--shard-samples", "100"])
+    if code:
+        return code
+    for title, sql in (
+            ("Images per kingdom", "SELECT kingdom, count(*) AS images FROM catalog WHERE split != 'train_small' "
+                                   "GROUP BY kingdom ORDER BY images DESC"),
+            ("Failures by reason", "SELECT stage, reason, count(*) AS n FROM failures GROUP BY ALL "
+                                   "ORDER BY n DESC, reason"),
+            ("Licenses", "SELECT license, count(*) AS images FROM licenses GROUP BY license "
+                         "ORDER BY images DESC, license")):
+        print(f"\n{title} (tol query --out {out}):\n{query(out, sql)}", end="")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
@@ -117,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_summary(args.out, document, front_half_counts(kit, downloads, args.out), log_path)
     taxonomy = args.out / "taxonomy"
     print("\n" + format_summary(build_taxonomy(TaxonomyConfig.for_raw(kit, taxonomy)), taxonomy))
-    return 0
+    return build_and_query(kit, downloads, taxonomy, args.out)
 
 
 if __name__ == "__main__":

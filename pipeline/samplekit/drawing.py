@@ -108,15 +108,28 @@ def accents(draw: ImageDraw.ImageDraw, species: str, outline: list[tuple[float, 
 
 
 def background(ranks: Sequence[str], size: tuple[int, int], rng: np.random.Generator) -> Image.Image:
-    """A lit, noisy backdrop whose palette belongs to the kingdom and phylum."""
+    """A lit, cluttered, noisy backdrop whose palette belongs to the kingdom and phylum.
+
+    The light comes from a random direction and random blobs (stones, leaves) sit behind the specimen, so two
+    pictures of one species differ as two photographs do, not only in pose: their perceptual hashes stay apart.
+    """
     kingdom, phylum = ranks[0] or "?", ranks[1] or "?"
-    top = np.array(hsv(trait(kingdom, "bg-hue"), 0.35, 0.9), dtype=np.float32)
-    bottom = np.array(hsv(trait(phylum, "bg-hue"), 0.5, 0.45), dtype=np.float32)
+    near = np.array(hsv(trait(kingdom, "bg-hue"), 0.35, 0.9), dtype=np.float32)
+    far = np.array(hsv(trait(phylum, "bg-hue"), 0.5, 0.45), dtype=np.float32)
     w, h = size
-    t = np.linspace(0.0, 1.0, h, dtype=np.float32)[:, None, None]
-    light = float(rng.uniform(0.8, 1.15))
-    pixels = (top * (1 - t) + bottom * t) * light
-    pixels = np.broadcast_to(pixels, (h, w, 3)) + rng.normal(0, 10, (h, w, 3)).astype(np.float32)
+    angle = rng.uniform(0, 2 * math.pi)
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    t = (xs / w - 0.5) * math.cos(angle) + (ys / h - 0.5) * math.sin(angle) + 0.5
+    t = np.clip(t, 0.0, 1.0)[:, :, None]
+    pixels = (near * (1 - t) + far * t) * float(rng.uniform(0.8, 1.15))
+    canvas = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+    clutter = ImageDraw.Draw(canvas)
+    for _ in range(int(rng.integers(3, 9))):
+        cx, cy, r = rng.uniform(0, w), rng.uniform(0, h), rng.uniform(0.05, 0.3) * min(w, h)
+        tone = tuple(int(c) for c in np.clip(far * rng.uniform(0.5, 1.6), 0, 255))
+        clutter.ellipse([cx - r, cy - r * rng.uniform(0.4, 1.0), cx + r, cy + r * rng.uniform(0.4, 1.0)], fill=tone)
+    pixels = np.asarray(canvas.filter(ImageFilter.GaussianBlur(2)), dtype=np.float32)
+    pixels += rng.normal(0, 10, (h, w, 3)).astype(np.float32)  # sensor noise, after the soft focus
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
 
 
