@@ -23,6 +23,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("taxonomy", "taxonomy.build", "resolve every source label to seven ranks and a common name"),
     ("query", "pipeline.query", "run SQL (DuckDB) over a build's manifests and taxonomy outputs"),
     ("build", "pipeline.build", "build the webdataset shards and manifests from sources, taxa and exclusions"),
+    ("rare-species", "rare_species.curate", "curate the Rare Species benchmark and the exclusion list the build honours"),
 )
 
 

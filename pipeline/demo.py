@@ -6,7 +6,8 @@ Builds a sample kit in OUT/kit; serves its EOL images on 127.0.0.1:PORT with fau
 Retry-After, 503, latency, besides the kit's own failing URLs) and downloads them politely with `tol download`;
 then reads all three sources and processes every image, and prints what was kept and why the rest was dropped,
 per source and per reason, next to where everything is; then resolves every label with `tol taxonomy` into
-OUT/taxonomy; then runs `tol build` into OUT/shards and OUT/manifests and queries the manifests. Each later
+OUT/taxonomy; then curates a small Rare Species set with `tol rare-species` into OUT/rare_species; then runs
+`tol build` (its exclusions honoured) into OUT/shards and OUT/manifests and queries the manifests. Each later
 stage of the build adds its step here.
 """
 
@@ -30,6 +31,7 @@ from pipeline.front import FrontHalf, SourcePaths
 from pipeline.query import query
 from pipeline.samplekit.kit import MIN_SCALE, KitConfig, build_kit
 from pipeline.serve_kit import FaultSpec, KitServer
+from rare_species import curate
 from taxonomy.build import TaxonomyConfig, build_taxonomy, format_summary
 
 DEMO_FAULTS = "429=0.05:1,503=0.05,latency=0.05:0.2"
@@ -105,11 +107,21 @@ def print_summary(out: Path, document: dict, counts: dict[str, dict[str, int]], 
           f"  kit server log    {log_path}")
 
 
-def build_and_query(kit: Path, downloads: Path, taxonomy: Path, out: Path) -> int:
-    """`tol build` on the kit into OUT, then three `tol query` views of its manifests."""
+def curate_rare_species(kit: Path, downloads: Path, taxonomy: Path, out: Path) -> Path:
+    """`tol rare-species` on the kit (8 species x 5 images at most); returns its exclusions.parquet for the build."""
+    print()
+    code = curate.run([str(out), "--kit", str(kit), "--taxonomy", str(taxonomy), "--downloads", str(downloads),
+                       "--species", "8", "--images-per-species", "5"])
+    if code:
+        sys.exit(f"tol rare-species failed with exit code {code}")
+    return out / "exclusions.parquet"
+
+
+def build_and_query(kit: Path, downloads: Path, taxonomy: Path, out: Path, exclusions: Path) -> int:
+    """`tol build` on the kit into OUT (Rare Species excluded), then three `tol query` views of its manifests."""
     print()
     code = build.run([str(out), "--kit", str(kit), "--downloads", str(downloads), "--taxonomy", str(taxonomy),
-                      "--shard-samples", "100"])
+                      "--shard-samples", "100", "--exclude-species", str(exclusions)])
     if code:
         return code
     for title, sql in (
@@ -137,7 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_summary(args.out, document, front_half_counts(kit, downloads, args.out), log_path)
     taxonomy = args.out / "taxonomy"
     print("\n" + format_summary(build_taxonomy(TaxonomyConfig.for_raw(kit, taxonomy)), taxonomy))
-    return build_and_query(kit, downloads, taxonomy, args.out)
+    exclusions = curate_rare_species(kit, downloads, taxonomy, args.out / "rare_species")
+    return build_and_query(kit, downloads, taxonomy, args.out, exclusions)
 
 
 if __name__ == "__main__":
