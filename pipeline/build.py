@@ -18,7 +18,11 @@ order). After the pipeline, the nothing-lost check: every input record (by treeo
 catalog and failures, or the build exits 1 naming the counts. Done shards (stats file present) are not rewritten
 on a rerun; manifests are rewritten atomically with the same bytes.
 
-Everything after `--beam` is a Beam pipeline option; the default runner is FnApiRunner in this process.
+Everything after `--beam` is a Beam pipeline option; the default runner is FnApiRunner in this process. The
+build's own flags are Beam options too (`BuildOptions`); as a script (`python -m pipeline.build OUT ...`), unknown
+`--flag=value` options also go to Beam. PortableRunner (Flink, Spark, or Beam's local job service) gives the
+same bytes; OUT must be a path the launcher and every worker see (a `gs://` OUT is refused, see below).
+A stopped build leaves only dot-named temp files (no partial file under a final name); a rerun removes them.
 
 Scale notes. The label join is a CoGroupByKey on the label key, so it scales as is; the label table itself is read
 on the launcher (at 10M: about 500K label keys). Manifests are collected with ToList into one worker each: fine
@@ -30,7 +34,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import glob
-import json
 import logging
 import time
 from collections import Counter
@@ -75,6 +78,7 @@ from taxonomy.records import Taxon
 
 log = logging.getLogger(__name__)
 DEFAULT_RUNNER = "FnApiRunner"
+SUMMARY_FILE = "build_summary.json"
 SAMPLES = "samples"
 TAR_HEADER_BYTES = 512  # one ustar header per member, besides its padded data
 Labelled = tuple[SourceRecord, Processed, Taxon]  # a sample with its taxon; the dedup stages read [0] and [1]
@@ -116,7 +120,7 @@ def label_outcome(record: SourceRecord, entries: Sequence[LabelEntry]) -> Taxon 
     if not entries:
         return Failure.of(Reason.UNRESOLVED_LABEL, f"label {record.label_key!r} is not in label_map.parquet "
                                                    "(run tol taxonomy on the same sources)", record=record)
-    entry = sorted(entries, key=lambda e: (e.taxon is None, e.status, e.reason))[0]
+    entry = min(entries, key=lambda e: (e.taxon is None, e.status, e.reason))
     if entry.taxon is None:
         return Failure.of(Reason.UNRESOLVED_LABEL, f"{record.label_key}: {entry.status} {entry.reason}".strip(),
                           record=record)
@@ -298,7 +302,7 @@ class BuildConfig:
     taxonomy: Path
     exclude_species: tuple[str, ...] = ()
     eval_images: tuple[str, ...] = ()
-    spec: ResizeSpec = ResizeSpec()
+    spec: ResizeSpec = dataclasses.field(default_factory=ResizeSpec)
     seed: int = 0
     val_fraction: float = VAL_FRACTION
     shard_samples: int = 10_000
@@ -309,6 +313,13 @@ class BuildConfig:
         check_fraction("--val-fraction", self.val_fraction)
         if not 0 <= self.near_threshold <= 63:
             raise ValueError(f"--near-threshold {self.near_threshold} must be in 0..63")
+        for flag, value in (("--shard-samples", self.shard_samples), ("--size", self.spec.size)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{flag} {value!r} must be an integer >= 1")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"--seed {self.seed!r} must be an integer >= 0")
+        if self.spec.mode not in RESIZE_MODES:
+            raise ValueError(f"--resize-mode {self.spec.mode!r} must be one of {', '.join(RESIZE_MODES)}")
         for name in ("taxa.parquet", "label_map.parquet"):
             if not (self.taxonomy / name).is_file():
                 raise FileNotFoundError(f"--taxonomy {self.taxonomy} has no {name}: run tol taxonomy first")
@@ -358,7 +369,60 @@ class BuildTreeOfLife(beam.PTransform):
         _ = tagged | "WriteManifests" >> WriteManifests(c.out / "manifests", failures, inputs, counts)
 
 
+# --- options ----------------------------------------------------------------------------------------------------
+
+SOURCE_FLAGS = (("inat21-json", "iNat21 train.json"), ("inat21-images", "iNat21 train.tar.gz or train/"),
+                ("bioscan-metadata", "BIOSCAN-1M metadata TSV"), ("bioscan-images", "BIOSCAN cropped_256.zip"),
+                ("eol-manifest", "EOL media_manifest.tgz"), ("eol-downloads", "tol download's parts folder"))
+
+
+class BuildOptions(PipelineOptions):
+    """The build's own flags; `tol build` adds the same ones (defined once, here), plus OUT and `--beam`.
+
+    Beam parses every PipelineOptions subclass of the process with one parser, so these names must not clash with
+    DownloadOptions' or Beam's own (a test checks it). Paths are kept as strings here, so that the options
+    serialise to any runner (PortableRunner sends them to the job service as a protobuf Struct).
+    """
+
+    @classmethod
+    def _add_argparse_args(cls, parser) -> None:
+        add = parser.add_argument
+        add("--kit", default=None, metavar="RAW", help="take every source path from a sample-kit layout under RAW")
+        add("--downloads", default=None, metavar="DIR",
+            help="EOL download parts with --kit (default RAW/../downloads)")
+        for flag, what in SOURCE_FLAGS:
+            add(f"--{flag}", default="", metavar="P", help=f"{what} (overrides --kit)")
+        add("--taxonomy", default=None, metavar="DIR", help="tol taxonomy's output (default OUT/taxonomy)")
+        add("--exclude-species", action="append", default=[], metavar="FILE",
+            help="species to keep out (exclusions.parquet or unseen_in_training.json); repeatable")
+        add("--eval-images", action="append", default=[], metavar="GLOB",
+            help="evaluation images (glob; the folder names the eval set): near copies are dropped as leaks")
+        add("--size", type=positive_int, default=224, help="output side in pixels (default 224)")
+        add("--resize-mode", choices=RESIZE_MODES, default="squash", help="default squash (BioCLIP's)")
+        add("--seed", type=non_negative_int, default=0, help="split seed (default 0)")
+        add("--val-fraction", type=float, default=VAL_FRACTION,
+            help=f"val share per source (default {VAL_FRACTION})")
+        add("--near-threshold", type=non_negative_int, default=DEFAULT_THRESHOLD,
+            help=f"pHash bits (of 64) within which images are near duplicates or eval leaks "
+                 f"(default {DEFAULT_THRESHOLD})")
+        add("--shard-samples", type=positive_int, default=10_000, help="target samples per shard (default 10000)")
+
+
+def build_option_names() -> frozenset[str]:
+    parser = argparse.ArgumentParser()
+    BuildOptions._add_argparse_args(parser)
+    return frozenset(vars(parser.parse_args([])))
+
+
 # --- the run ----------------------------------------------------------------------------------------------------
+
+def stale_temps(out: Path) -> list[Path]:
+    """Temp files a killed build left under OUT (`.NAME.UUID.tmp` from the shard writer, `.NAME.tmp-PID` from the
+    manifest writer). They never carry a final name, so they are only litter; a rerun removes them."""
+    folders = [out, out / "manifests", *sorted((out / "shards").glob("*/"))]
+    return sorted(path for folder in folders for pattern in (".*.tmp", ".*.tmp-*")
+                  for path in folder.glob(pattern) if path.is_file())
+
 
 def read_rows(path: Path) -> list[dict]:
     return pq.read_table(path).to_pylist() if path.is_file() else []
@@ -408,6 +472,11 @@ def build(config: BuildConfig, options: PipelineOptions) -> tuple[dict, manifest
     """Run the pipeline, then summarise and check; writes OUT/build_summary.json."""
     config.check()
     started = time.monotonic()
+    stale = stale_temps(config.out)
+    if stale:
+        log.info("build: removing %d temp files a stopped build left under %s", len(stale), config.out)
+        for path in stale:
+            path.unlink(missing_ok=True)
     (config.out / "manifests").mkdir(parents=True, exist_ok=True)
     pipeline = beam.Pipeline(options=options)
     _ = pipeline | "Build" >> BuildTreeOfLife(config)
@@ -416,66 +485,65 @@ def build(config: BuildConfig, options: PipelineOptions) -> tuple[dict, manifest
     shard_rows = manifests.shard_rows(config.out / "shards")
     manifests.write_table(manifests.SHARD_SCHEMA, shard_rows, config.out / "manifests" / manifests.SHARDS)
     summary, accounting = summarise(config.out, shard_counters(result), time.monotonic() - started)
-    (config.out / "build_summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    manifests.write_json(config.out / SUMMARY_FILE, summary)
     return summary, accounting
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    add = parser.add_argument
-    add("out", type=Path, metavar="OUT", help="output root: shards/ and manifests/ are written under it")
-    add("--kit", type=Path, metavar="RAW", help="take every source path from a sample-kit layout under RAW")
-    add("--downloads", type=Path, metavar="DIR", help="EOL download parts with --kit (default RAW/../downloads)")
-    for flag, what in (("inat21-json", "iNat21 train.json"), ("inat21-images", "iNat21 train.tar.gz or train/"),
-                       ("bioscan-metadata", "BIOSCAN-1M metadata TSV"), ("bioscan-images", "BIOSCAN cropped_256.zip"),
-                       ("eol-manifest", "EOL media_manifest.tgz"), ("eol-downloads", "tol download's parts folder")):
-        add(f"--{flag}", default="", metavar="P", help=f"{what} (overrides --kit)")
-    add("--taxonomy", type=Path, metavar="DIR", help="tol taxonomy's output (default OUT/taxonomy)")
-    add("--exclude-species", action="append", default=[], metavar="FILE",
-        help="species to keep out (exclusions.parquet or unseen_in_training.json); repeatable")
-    add("--eval-images", action="append", default=[], metavar="GLOB",
-        help="evaluation images (glob; the folder names the eval set): near copies are dropped as leaks")
-    add("--size", type=positive_int, default=224, help="output side in pixels (default 224)")
-    add("--resize-mode", choices=RESIZE_MODES, default="squash", help="default squash (BioCLIP's)")
-    add("--seed", type=non_negative_int, default=0, help="split seed (default 0)")
-    add("--val-fraction", type=float, default=VAL_FRACTION, help=f"val share per source (default {VAL_FRACTION})")
-    add("--near-threshold", type=non_negative_int, default=DEFAULT_THRESHOLD,
-        help=f"pHash bits (of 64) within which images are near duplicates or eval leaks (default {DEFAULT_THRESHOLD})")
-    add("--shard-samples", type=positive_int, default=10_000, help="target samples per shard (default 10000)")
-    add("--beam", nargs=argparse.REMAINDER, default=[], metavar="OPTION",
-        help="the rest of the line is Beam pipeline options (default runner: FnApiRunner)")
+    parser.add_argument("out", metavar="OUT", help="output root (a local path): shards/ and manifests/ go under it")
+    BuildOptions._add_argparse_args(parser)
+    parser.add_argument("--beam", nargs=argparse.REMAINDER, default=[], metavar="OPTION",
+                        help="the rest of the line is Beam pipeline options (default runner: FnApiRunner)")
 
 
-def config_from_args(args: argparse.Namespace) -> BuildConfig:
-    kit = SourcePaths()
-    if args.kit is not None:
-        kit = SourcePaths.from_kit(args.kit, args.downloads or args.kit.parent / "downloads")
-    names = [f.name for f in dataclasses.fields(SourcePaths)]
-    paths = SourcePaths(**{name: getattr(args, name) or getattr(kit, name) for name in names})
-    return BuildConfig(args.out, paths, args.taxonomy or args.out / "taxonomy", tuple(args.exclude_species),
-                       tuple(args.eval_images), ResizeSpec(args.size, args.resize_mode), args.seed,
-                       args.val_fraction, args.shard_samples, args.near_threshold)
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """A script's arguments: the build's own flags; unknown `--flag=value` ones join the Beam options."""
+    parser = argparse.ArgumentParser(prog="python -m pipeline.build", description=__doc__.split("\n\n")[0])
+    configure(parser)
+    args, unknown = parser.parse_known_args(argv)
+    args.beam = [*unknown, *args.beam]
+    return args
 
 
-def pipeline_options(beam_args: Sequence[str]) -> PipelineOptions:
-    options = PipelineOptions(list(beam_args))
+def pipeline_options(args: argparse.Namespace) -> PipelineOptions:
+    """Beam options from `--beam ...`, holding the build flags too; FnApiRunner unless --runner says otherwise."""
+    names = build_option_names()
+    options = PipelineOptions(list(args.beam), **{name: getattr(args, name) for name in names if hasattr(args, name)})
     if options.view_as(StandardOptions).runner is None:
         options.view_as(StandardOptions).runner = DEFAULT_RUNNER  # never Beam's default (it fetches Prism)
     return options
 
 
+def config_from_options(out: str, options: PipelineOptions) -> BuildConfig:
+    """The BuildConfig of OUT and the build flags; raise ValueError naming OUT if it is not a local path."""
+    if "://" in str(out):
+        raise ValueError(f"OUT {out} must be a local (or mounted) path: the manifests are written with local file "
+                         "APIs after the pipeline")
+    flags, out_path = options.view_as(BuildOptions), Path(out)
+    kit = SourcePaths()
+    if flags.kit:
+        kit = SourcePaths.from_kit(Path(flags.kit), Path(flags.downloads) if flags.downloads
+                                   else Path(flags.kit).parent / "downloads")
+    names = [f.name for f in dataclasses.fields(SourcePaths)]
+    paths = SourcePaths(**{name: getattr(flags, name) or getattr(kit, name) for name in names})
+    return BuildConfig(out_path, paths, Path(flags.taxonomy) if flags.taxonomy else out_path / "taxonomy",
+                       tuple(flags.exclude_species or ()), tuple(flags.eval_images or ()),
+                       ResizeSpec(flags.size, flags.resize_mode), flags.seed, flags.val_fraction, flags.shard_samples,
+                       flags.near_threshold)
+
+
 def run(args: argparse.Namespace | Sequence[str] | None = None) -> int:
-    """`tol build` (a parsed Namespace) or a script's argv."""
+    """`tol build` (a parsed Namespace), or a script's argv (default sys.argv[1:]; unknown flags go to Beam)."""
     if not isinstance(args, argparse.Namespace):
-        parser = argparse.ArgumentParser(prog="python -m pipeline.build", description=__doc__.split("\n\n")[0])
-        configure(parser)
-        args = parser.parse_args(args)
+        args = parse_args(args)
     try:
-        config = config_from_args(args)
+        options = pipeline_options(args)
+        config = config_from_options(args.out, options)
         config.check()
     except (ValueError, OSError) as error:
         log.error("build: %s", error)
         return 2
-    summary, accounting = build(config, pipeline_options(args.beam))
+    summary, accounting = build(config, options)
     print(format_summary(summary, config.out))
     if not accounting.ok:
         log.error("build: the nothing-lost check failed: %s", accounting.message())

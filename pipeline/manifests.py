@@ -4,7 +4,7 @@
     write_table(CATALOG_SCHEMA, [rows], Path("out/manifests/catalog.parquet"))
 
 Pure functions over records; no Beam. Parquet files are written with fixed settings, rows sorted, to a temp name
-then renamed, so the same rows give the same bytes. `catalog.csv` repeats the catalog in TreeOfLife-10M's exact
+then renamed, so the same rows give the same bytes (and so is `write_json`, for build_summary.json). `catalog.csv` repeats the catalog in TreeOfLife-10M's exact
 column order (BIOCLIP_CATALOG_COLUMNS). `check_accounting` is the nothing-lost check: every input id ends in
 exactly one of the catalog and the failures.
 """
@@ -113,6 +113,13 @@ def write_catalog_csv(rows: Iterable[Row], path: Path) -> None:
     for row in sorted(rows, key=lambda r: (r["split"], r["treeoflife_id"])):
         writer.writerow([row[c] for c in BIOCLIP_CATALOG_COLUMNS])
     text = buffer.getvalue()
+    write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def write_json(path: Path, value: object) -> None:
+    """`value` as indented JSON at `path`, written to a temp name and renamed (a killed build leaves no half file)."""
+    text = json.dumps(value, indent=1) + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 

@@ -8,7 +8,12 @@ import hashlib
 import io
 import json
 import shutil
+import signal
 import socket
+import subprocess
+import sys
+import tarfile
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -16,9 +21,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import webdataset as wds
+from apache_beam.options.pipeline_options import PipelineOptions
 from PIL import Image
 
 from pipeline import build, cli, download
+from pipeline.front import SourcePaths
 from pipeline.manifests import BIOCLIP_CATALOG_COLUMNS, check_accounting
 from pipeline.records import treeoflife_id
 from pipeline.samplekit.kit import KitConfig, build_kit
@@ -48,7 +55,7 @@ def rows(out: Path, name: str) -> list[dict]:
     return pq.read_table(out / "manifests" / f"{name}.parquet").to_pylist()
 
 
-def build_args(root: Path, out: Path, *extra: str) -> list[str]:
+def build_args(root: Path, out: Path | str, *extra: str) -> list[str]:
     return [str(out), "--kit", str(root / "kit"), "--downloads", str(root / "downloads"), "--taxonomy",
             str(root / "taxonomy"), "--shard-samples", "40", *extra]
 
@@ -153,7 +160,7 @@ def test_shards_read_back_with_webdataset(first) -> None:
 
 
 def test_direct_runner_multiprocess_gives_identical_bytes(root: Path, first) -> None:
-    out, digests = first
+    _, digests = first
     other = root / "out-direct"
     assert build.run(build_args(root, other, "--beam", *DIRECT)) == 0
     assert file_digests(other) == digests
@@ -201,3 +208,107 @@ def test_bad_configuration_is_refused_before_work(root: Path, tmp_path: Path, ca
     assert build.run(build_args(root, tmp_path / "x", "--val-fraction", "2")) == 2
     assert build.run([str(tmp_path / "y"), "--kit", str(root / "kit"), "--taxonomy", str(tmp_path)]) == 2
     assert "no taxa.parquet" in caplog.text
+
+
+def test_build_options_share_beams_parser_with_the_download_options() -> None:
+    # Beam parses every PipelineOptions subclass of the process with one parser: a clash would break both commands.
+    options = PipelineOptions(["--shard-samples", "7", "--rate", "5", "--resize-mode", "center-crop"])
+    assert options.get_all_options()["shard_samples"] == 7
+    assert options.view_as(build.BuildOptions).shard_samples == 7
+    assert options.view_as(download.DownloadOptions).rate == 5
+    assert not build.build_option_names() & download.download_option_names()
+    args = build.parse_args(["out", "--kit", "k", "--shard-samples", "3", "--runner=DirectRunner"])
+    assert args.beam == ["--runner=DirectRunner"]
+    config = build.config_from_options(args.out, build.pipeline_options(args))
+    assert (config.shard_samples, config.paths, config.taxonomy) == (
+        3, SourcePaths.from_kit(Path("k"), Path("downloads")), Path("out/taxonomy"))
+
+
+def test_remote_out_and_bad_values_are_refused_naming_the_flag(root: Path, caplog) -> None:
+    assert build.run(build_args(root, "gs://bucket/out")) == 2
+    assert "OUT gs://bucket/out must be a local" in caplog.text
+    config = build.BuildConfig(root / "x", SourcePaths(), root / "taxonomy", shard_samples=0)
+    with pytest.raises(ValueError, match="--shard-samples 0 must be an integer >= 1"):
+        config.check()
+
+
+def stop(process: subprocess.Popen) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def start_job_service(tmp_path: Path) -> tuple[subprocess.Popen, int]:
+    """Beam's local job service (`local_job_service_main`) on a free port; skip the test, quoting it, if it fails."""
+    port_file, log_file = tmp_path / "job_service.port", tmp_path / "job_service.log"
+    with log_file.open("wb") as sink:
+        process = subprocess.Popen([sys.executable, "-m", "apache_beam.runners.portability.local_job_service_main",
+                                    "--port", "0", "--port_file", str(port_file)], stdout=sink, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while not port_file.is_file():
+        if process.poll() is not None or time.monotonic() > deadline:
+            stop(process)
+            pytest.skip(f"Beam's local job service did not start: {log_file.read_text(errors='replace')[-2000:]}")
+        time.sleep(0.05)
+    return process, int(port_file.read_text())
+
+
+def test_portable_runner_gives_identical_bytes(root: Path, first, tmp_path: Path) -> None:
+    _, digests = first
+    service, port = start_job_service(tmp_path)
+    try:
+        other = root / "out-portable"
+        assert build.run(build_args(root, other, "--beam", "--runner=PortableRunner", f"--job_endpoint=localhost:{port}",
+                                    "--environment_type=LOOPBACK")) == 0
+    finally:
+        stop(service)
+    assert file_digests(other) == digests
+
+
+def tar_is_complete(path: Path) -> bool:
+    """Every member of the tar reads back in full (a truncated file raises or comes up short)."""
+    try:
+        with tarfile.open(path) as archive:
+            for member in archive:
+                if member.isfile() and len(archive.extractfile(member).read()) != member.size:
+                    return False
+    except (tarfile.TarError, OSError, EOFError):
+        return False
+    return True
+
+
+def test_sigkill_leaves_no_finished_looking_partial_and_a_rerun_resumes(root: Path, tmp_path: Path) -> None:
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    small = ["--shard-samples", "10"]  # many small shards: the write stage takes long enough to be caught in it
+    command = [sys.executable, "-m", "pipeline.cli", "build", *build_args(root, killed, *small)]
+    process = subprocess.Popen(command, cwd=Path(__file__).parents[2], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not list((killed / "shards").glob("*/shard-*.stats.json")):
+            assert process.poll() is None, f"the build ended (code {process.returncode}) before a shard was done"
+            assert time.monotonic() < deadline, "no shard was done within 120 s"
+            time.sleep(0.005)
+        assert process.poll() is None, "the build ended before it could be killed"
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    finally:
+        stop(process)
+    assert process.returncode == -signal.SIGKILL
+    tars = sorted((killed / "shards").glob("*/shard-*.tar"))
+    stats = sorted((killed / "shards").glob("*/shard-*.stats.json"))
+    assert stats and all(s.with_name(s.name.replace(".stats.json", ".tar")) in tars for s in stats)
+    assert all(tar_is_complete(tar) for tar in tars), "a shard-*.tar under its final name is not a complete tar"
+    finals = [p for p in killed.rglob("*") if p.is_file() and not p.name.startswith(".")]
+    assert not [p for p in finals if ".tmp" in p.name], "a temp file carries a final name"
+    for table in (killed / "manifests").glob("*.parquet"):
+        pq.read_table(table)  # a manifest under its final name is whole
+    assert build.run(build_args(root, killed, *small)) == 0  # the rerun resumes: done shards are kept
+    summary = json.loads((killed / build.SUMMARY_FILE).read_text())
+    assert summary["shards"]["skipped"] >= len(stats)
+    assert build.run(build_args(root, reference, *small)) == 0
+    assert file_digests(killed) == file_digests(reference)
