@@ -158,3 +158,6 @@ def test_build_with_the_exclusions_keeps_no_selected_species(root: Path, tmp_pat
     assert not {normalised_binomial(f"{r['genus']} {r['species']}") for r in catalog} & excluded
     failures = pq.read_table(out / "manifests/failures.parquet").to_pylist()
     assert {r["detail"] for r in failures if r["reason"] == "rare_species_excluded"} == excluded
+    # and by image: no selected image's original bytes are in any split
+    selected_md5 = set(pq.read_table(tmp_path / "rare/exclusions.parquet").column("md5").to_pylist())
+    assert selected_md5 and not selected_md5 & {r["md5"] for r in catalog}
