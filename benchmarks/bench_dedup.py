@@ -1,6 +1,6 @@
 """Near-duplicate and leakage search at scale, with the pure numpy functions of `pipeline.dedup` (not Beam).
 
-    python benchmarks/bench_dedup.py --sizes 100000,300000,1000000 --eval 100000 --leak-train 1000000
+    python benchmarks/bench_dedup.py --sizes 1000000,3000000,10000000 --workers 2 --eval 100000 --leak-train 10000000
 
 Synthetic corpus: uniform random 64-bit hashes, plus 1% planted near-duplicates, each a copy of a random hash with
 1..threshold random bits flipped. Recall over the planted pairs must be 100% (asserted). Leakage: `--eval` eval
@@ -40,13 +40,14 @@ def corpus(n: int, threshold: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def rss_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    """Peak resident memory of this process or of its largest forked worker, in GiB."""
+    return max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 2**20
 
 
-def near_row(n: int, threshold: int, max_bucket: int | None) -> str:
+def near_row(n: int, threshold: int, max_bucket: int | None, workers: int) -> str:
     hashes, planted = corpus(n, threshold, seed=n)
     start = time.perf_counter()
-    found = close_pairs(hashes, np.arange(n), threshold, max_bucket)
+    found = close_pairs(hashes, np.arange(n), threshold, max_bucket, workers)
     seconds = time.perf_counter() - start
     found_set = set(map(tuple, found.pairs.tolist()))
     recall = sum(tuple(pair) in found_set for pair in planted.tolist()) / len(planted)
@@ -74,13 +75,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", default="100000,300000,1000000")
     parser.add_argument("--threshold", type=int, default=DEFAULT_THRESHOLD)
     parser.add_argument("--max-bucket", type=int, default=0, help="0: no cap (exact; the recall assertion needs it)")
+    parser.add_argument("--workers", type=int, default=2, help="processes forked by close_pairs")
     parser.add_argument("--eval", type=int, default=100_000)
     parser.add_argument("--leak-train", type=int, default=1_000_000)
     args = parser.parse_args(argv)
     print("| search | train hashes | eval hashes | seconds | pairs / hits | planted recall | capped | max RSS GB |")
     print("|---|---|---|---|---|---|---|---|")
     for n in map(int, args.sizes.split(",")):
-        print(near_row(n, args.threshold, args.max_bucket or None), flush=True)
+        print(near_row(n, args.threshold, args.max_bucket or None, args.workers), flush=True)
     if args.eval:
         print(leak_row(args.leak_train, args.eval, args.threshold), flush=True)
 

@@ -12,11 +12,14 @@ from pipeline.dedup import (
     ExcludeSpecies,
     LeakageFilter,
     NearDedup,
+    block_radii,
     blocks,
+    centres,
     close_pairs,
     clusters,
     exclusion_keys,
     label_binomial,
+    leaking,
     signed_hash,
 )
 from pipeline.images import Processed
@@ -95,7 +98,7 @@ def test_close_pairs_and_clusters_pure() -> None:
 def test_hot_bucket_is_capped_and_counted() -> None:
     hashes = np.zeros(10, dtype=np.uint64)  # ten identical hashes: one bucket of 10 per block
     found = close_pairs(hashes, np.arange(10), threshold=8, max_bucket=4)
-    assert found.capped == 9  # every block's bucket
+    assert found.capped == 3  # every block's bucket
     assert found.pairs.tolist() == [[i, j] for i in range(10) for j in range(i + 1, min(i + 4, 10))]  # window of 3
     assert set(clusters(map(tuple, found.pairs.tolist())).values()) == {0}  # still one cluster
     with TestPipeline(runner="FnApiRunner") as p:
@@ -103,7 +106,8 @@ def test_hot_bucket_is_capped_and_counted() -> None:
         out = p | beam.Create(inputs) | NearDedup(max_bucket=3)
         assert_that(out.samples | beam.combiners.Count.Globally(), equal_to([1]), label="one kept")
     counters = p.result.metrics().query()["counters"]
-    assert [c.committed for c in counters if c.key.metric.name == "hot_bucket_capped"] == [9]
+    groups = len(centres(0, 8))  # every centre group of every block holds all six
+    assert groups == 67 and [c.committed for c in counters if c.key.metric.name == "hot_bucket_capped"] == [groups]
 
 
 def test_leakage_drops_training_samples_near_an_eval_image_with_the_eval_set() -> None:
@@ -149,3 +153,56 @@ def test_every_composite_with_empty_input() -> None:
                           ("exclude", empty | "Exclude" >> ExcludeSpecies(frozenset({"pica hudsonia"})))]:
             assert_that(out.samples, equal_to([]), label=f"{name} samples")
             assert_that(out.failures, equal_to([]), label=f"{name} failures")
+
+
+def clustered_hashes(n: int, flips: int, seed: int) -> np.ndarray:
+    """n hashes near 30 random centres, each with 0..flips random bits flipped: many pairs at every distance."""
+    rng = np.random.default_rng(seed)
+    hashes = rng.integers(0, 2**64 - 1, 30, dtype=np.uint64, endpoint=True)[rng.integers(0, 30, n)]
+    for row, count in enumerate(rng.integers(0, flips + 1, n)):
+        for bit in rng.choice(64, count, replace=False):
+            hashes[row] ^= np.uint64(1) << np.uint64(int(bit))
+    return hashes
+
+
+def brute_force_pairs(hashes: np.ndarray, ids: np.ndarray, threshold: int) -> list[list[int]]:
+    i, j = np.nonzero(np.triu(np.bitwise_count(hashes[:, None] ^ hashes[None, :]) <= threshold, 1))
+    return sorted(np.sort(np.stack([ids[i], ids[j]], axis=1), axis=1).tolist())
+
+
+def test_close_pairs_and_leaking_equal_brute_force_at_every_threshold() -> None:
+    hashes = clustered_hashes(600, 12, seed=3)
+    ids = np.random.default_rng(4).permutation(600) * 7
+    for threshold in (0, 1, 2, 3, 5, 8, 11):
+        expected = brute_force_pairs(hashes, ids, threshold)
+        assert close_pairs(hashes, ids, threshold, max_bucket=None).pairs.tolist() == expected, threshold
+        train, evals = hashes[100:], hashes[:100]
+        close = np.bitwise_count(train[:, None] ^ evals[None, :]) <= threshold
+        assert leaking(train, evals, threshold).tolist() == np.where(close.any(1), close.argmax(1), -1).tolist()
+    forked = close_pairs(hashes, ids, 8, max_bucket=None, workers=2).pairs.tolist()
+    assert forked == brute_force_pairs(hashes, ids, 8)
+
+
+def test_block_radii_follow_the_generalised_pigeonhole() -> None:
+    assert block_radii(8) == [2, 2, 2] and block_radii(1) == [0, 0, -1] and block_radii(4) == [1, 1, 0]
+
+
+def test_near_dedup_beam_finds_every_pair_the_numpy_search_finds() -> None:
+    hashes = clustered_hashes(120, 10, seed=5)
+    inputs = [sample("eol", f"{n:03d}", md5=str(n), phash=int(h)) for n, h in enumerate(hashes)]
+    tol_ids = np.array([tol_id(s) for s in inputs])
+    expected = clusters(map(tuple, close_pairs(hashes, tol_ids, 8, max_bucket=None).pairs.tolist()),
+                        key=lambda member: (-7, 2, member))  # all eol, complete: the smallest id survives
+    with TestPipeline(runner="FnApiRunner") as p:
+        out = p | beam.Create(inputs) | NearDedup(threshold=8, max_bucket=None)
+        assert_that(out.failures | beam.Map(lambda f: (f.treeoflife_id, f.detail)),
+                    equal_to([(m, s) for m, s in expected.items() if m != s]), label="failures")
+
+
+def test_leakage_beam_finds_a_training_hash_two_bits_off_in_every_block() -> None:
+    far = 0b11 << 50 | 0b11 << 30 | 0b11 << 5  # 6 bits apart: no block is equal, each differs by 2 bits
+    train = [sample("eol", "leak", phash=far), sample("eol", "clean", phash=far ^ 0x1FF)]  # 9 more bits: clean
+    with TestPipeline(runner="FnApiRunner") as p:
+        evals = p | "Evals" >> beam.Create([("rare_species", 0)])
+        out = p | "Train" >> beam.Create(train) | LeakageFilter(evals, threshold=8)
+        assert_that(ids(out.samples, "kept"), equal_to(["clean"]), label="samples")
