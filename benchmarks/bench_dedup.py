@@ -1,4 +1,4 @@
-"""Near-duplicate and leakage search at scale, with the pure numpy functions of `pipeline.dedup` (not Beam).
+"""Near-duplicate and leakage search at scale, with the pure numpy functions of `pipeline.phash_index` (not Beam).
 
     python benchmarks/bench_dedup.py --sizes 1000000,3000000,10000000 --workers 2 --eval 100000 --leak-train 10000000
 
@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from pipeline.dedup import DEFAULT_THRESHOLD, close_pairs, leaking
+from pipeline.phash_index import DEFAULT_THRESHOLD, close_pairs, leaking
 
 
 def flip_bits(hashes: np.ndarray, threshold: int, rng: np.random.Generator) -> np.ndarray:

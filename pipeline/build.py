@@ -50,7 +50,6 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from pipeline import manifests
 from pipeline.argtypes import non_negative_int, positive_int
 from pipeline.dedup import (
-    DEFAULT_THRESHOLD,
     ExactDedup,
     ExcludeSpecies,
     LeakageFilter,
@@ -60,6 +59,7 @@ from pipeline.dedup import (
 )
 from pipeline.front import ReadSources, SourcePaths
 from pipeline.images import RESIZE_MODES, ImageError, Processed, ResizeSpec, process
+from pipeline.phash_index import DEFAULT_THRESHOLD
 from pipeline.process import FAILURES, ProcessImages
 from pipeline.records import Failure, Reason, SourceRecord
 from pipeline.shards import (

@@ -25,8 +25,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from pipeline.argtypes import non_negative_int, positive_int
-from pipeline.dedup import DEFAULT_THRESHOLD
 from pipeline.images import ImageError, process
+from pipeline.phash_index import DEFAULT_THRESHOLD
 from pipeline.sources.eol import (
     DownloadRow,
     ManifestRow,

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pipeline.dedup import DEFAULT_THRESHOLD, close_pairs, clusters, normalised_binomial
+from pipeline.dedup import normalised_binomial
+from pipeline.phash_index import DEFAULT_THRESHOLD, close_pairs, clusters
 from rare_species.iucn import Assessment
 
 RANKS = ("kingdom", "phylum", "class", "order", "family", "genus", "species")

@@ -12,20 +12,15 @@ from pipeline.dedup import (
     ExcludeSpecies,
     LeakageFilter,
     NearDedup,
-    block_radii,
-    blocks,
-    centres,
-    close_pairs,
-    clusters,
     exclusion_keys,
     label_binomial,
-    leaking,
     signed_hash,
 )
 from pipeline.images import Processed
+from pipeline.phash_index import block_radii, blocks, centres, close_pairs, clusters, leaking
 from pipeline.records import Reason, SourceRecord
 
-UNSEEN = pathlib.Path("/work/shared/data/bioclip/data/rarespecies/unseen_in_training.json")
+UNSEEN = "bioclip/data/rarespecies/unseen_in_training.json"
 FAR = 0xFFFF_FFFF_FFFF_FFFF
 
 
@@ -120,8 +115,8 @@ def test_leakage_drops_training_samples_near_an_eval_image_with_the_eval_set() -
                     label="failures")
 
 
-def test_exclusion_matches_bioclip_unseen_list_in_any_case_or_authorship() -> None:
-    keys = exclusion_keys(str(UNSEEN))
+def test_exclusion_matches_bioclip_unseen_list_in_any_case_or_authorship(shared_data: pathlib.Path) -> None:
+    keys = exclusion_keys(str(shared_data / UNSEEN))
     assert "cyclonaias tuberculata" in keys
     variants = ["Cyclonaias tuberculata", "CYCLONAIAS TUBERCULATA", "Cyclonaias tuberculata (Rafinesque, 1820)",
                 "<i>Cyclonaias tuberculata</i> Raf."]
