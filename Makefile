@@ -31,6 +31,7 @@ test: $(STAMP)
 bench: $(BENCH_STAMP)
 	$(BIN)/python benchmarks/bench_images.py
 	$(BIN)/python benchmarks/bench_sample_kit.py --scale 100000
+	$(BIN)/python benchmarks/bench_taxonomy.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache *.egg-info
