@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import importlib
-import importlib.util
 import io
 import json
 import os
-import sys
 import tarfile
 import types
-import typing
 from pathlib import Path
 
 import apache_beam as beam
@@ -133,27 +129,9 @@ def test_tar_members_are_sorted_with_fixed_metadata(tmp_path):
     assert (stats["first_key"], stats["last_key"]) == (keys[0], keys[-1])
 
 
-class _StubDataset(typing.Generic[typing.TypeVar("T")]):
-    """Stands in for torch.utils.data.Dataset, the one thing wids imports from torch at module level."""
+def test_wids_index_loads_with_shard_list_dataset(tmp_path):
+    import wids
 
-
-@pytest.fixture
-def wids(monkeypatch):
-    """webdataset's wids; where torch is not installed, its Dataset base class is stubbed for this test only."""
-    if importlib.util.find_spec("torch") is not None:
-        yield importlib.import_module("wids")
-        return
-    data = types.ModuleType("torch.utils.data")
-    data.Dataset = _StubDataset
-    for name, module in (("torch", types.ModuleType("torch")), ("torch.utils", types.ModuleType("torch.utils")),
-                         ("torch.utils.data", data)):
-        monkeypatch.setitem(sys.modules, name, module)
-    yield importlib.import_module("wids")
-    for name in [m for m in sys.modules if m == "wids" or m.startswith("wids.")]:
-        del sys.modules[name]  # built on the stub: later imports must not get it
-
-
-def test_wids_index_loads_with_shard_list_dataset(tmp_path, wids):
     write_plain(SAMPLES, tmp_path)
     index = tmp_path / "train" / "train.wids.json"
     desc = json.loads(index.read_text())
@@ -235,3 +213,25 @@ def test_a_split_with_samples_gets_every_shard_even_empty_ones(tmp_path):
     sizes = json.loads((tmp_path / "train" / "sizes.json").read_text())
     assert sorted(sizes) == [shards.shard_name(i) for i in range(4)] and sum(sizes.values()) == 1
     assert len(list(wds.WebDataset(str(tmp_path / "train" / "shard-{000000..000003}.tar"), shardshuffle=False))) == 1
+
+
+def test_open_clips_own_webdataset_loader_reads_the_shards(tmp_path):
+    """open_clip's trainer reads the shards unchanged: `jpg` + `txt` members and the split's sizes.json."""
+    open_clip = pytest.importorskip("open_clip")
+    open_clip_data = pytest.importorskip("open_clip_train.data")
+    write_plain(SAMPLES, tmp_path)
+    train = tmp_path / "train"
+    shard_names = sorted(p.name for p in train.glob("shard-*.tar"))
+    pattern = str(train / f"shard-{{{shard_names[0][6:12]}..{shard_names[-1][6:12]}}}.tar")
+    args = types.SimpleNamespace(train_data=pattern, val_data=None, train_num_samples=None, dataset_resampled=False,
+                                 train_data_upsampling_factors=None, seed=0, batch_size=1, workers=0, world_size=1)
+    preprocess = open_clip.image_transform(32, is_train=False)
+    data = open_clip_data.get_wds_dataset(args, preprocess, is_train=True, tokenizer=open_clip.tokenize)
+    expected = json.loads((train / "sizes.json").read_text())
+    assert data.dataloader.num_samples == sum(expected.values())
+    seen = 0
+    for images, texts in data.dataloader:
+        assert images.shape[1:] == (3, 32, 32) and texts.shape[0] == images.shape[0]
+        seen += images.shape[0]
+    assert seen == sum(expected.values())
+
