@@ -16,11 +16,16 @@ SOURCES = ("inat21", "bioscan", "eol")
 SOURCE_SHARES = {"inat21": 0.45, "bioscan": 0.25, "eol": 0.30}
 
 # kind -> (source it is injected into, what must become of it). Each kind appears at least once per kit.
+PAIR_NOTE = "exactly one of this record and its copy_of is dropped; the build's survivor rule decides which"
 DEFECTS: dict[str, tuple[str, dict[str, str]]] = {
-    "exact_duplicate_within_source": ("inat21", {"fate": "dropped", "stage": "dedup", "reason": "duplicate_of"}),
-    "exact_duplicate_cross_source": ("eol", {"fate": "dropped", "stage": "dedup", "reason": "duplicate_of"}),
-    "near_duplicate_reencoded": ("eol", {"fate": "dropped", "stage": "near_dedup", "reason": "near_duplicate_of"}),
-    "near_duplicate_resized": ("inat21", {"fate": "dropped", "stage": "near_dedup", "reason": "near_duplicate_of"}),
+    "exact_duplicate_within_source": ("inat21", {"fate": "dropped", "stage": "dedup", "reason": "duplicate_of",
+                                                 "note": PAIR_NOTE}),
+    "exact_duplicate_cross_source": ("eol", {"fate": "dropped", "stage": "dedup", "reason": "duplicate_of",
+                                             "note": PAIR_NOTE}),
+    "near_duplicate_reencoded": ("eol", {"fate": "dropped", "stage": "near_dedup", "reason": "near_duplicate_of",
+                                         "note": PAIR_NOTE}),
+    "near_duplicate_resized": ("inat21", {"fate": "dropped", "stage": "near_dedup", "reason": "near_duplicate_of",
+                                          "note": PAIR_NOTE}),
     "corrupt_jpeg": ("inat21", {"fate": "dropped", "stage": "process", "reason": "decode_error"}),
     "truncated_jpeg": ("bioscan", {"fate": "dropped", "stage": "process", "reason": "truncated_image"}),
     "png_named_jpg": ("inat21", {"fate": "kept", "note": "PNG bytes under a .jpg name; decoded by content"}),
