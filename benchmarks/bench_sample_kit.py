@@ -15,16 +15,7 @@ import time
 from pathlib import Path
 
 import psutil
-
-
-def tree_rss(process: psutil.Process) -> int:
-    total = 0
-    for member in [process, *process.children(recursive=True)]:
-        try:
-            total += member.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
-    return total
+from measure import tree_rss
 
 
 def main() -> None:

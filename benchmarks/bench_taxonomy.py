@@ -58,6 +58,7 @@ from pathlib import Path
 import marisa_trie
 import psutil
 import zstandard
+from measure import tree_rss
 
 log = logging.getLogger("bench_taxonomy")
 REPO = Path(__file__).resolve().parents[1]
@@ -637,16 +638,6 @@ class Measurement:
     phases: dict[str, float]
     peak_phase: str  # the phase during which the peak RSS was sampled
     load: float  # the machine's 1-minute load average as the run ended (others' work included)
-
-
-def tree_rss(process: psutil.Process) -> int:
-    total = 0
-    for member in [process, *process.children(recursive=True)]:
-        try:
-            total += member.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
-    return total
 
 
 def taxonomy_command(raw: Path, out: Path, profile: str) -> list[str]:

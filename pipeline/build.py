@@ -49,6 +49,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from pipeline import manifests
 from pipeline.argtypes import non_negative_int, positive_int
+from pipeline.cli import beam_script_args
 from pipeline.dedup import (
     ExactDedup,
     ExcludeSpecies,
@@ -498,11 +499,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """A script's arguments: the build's own flags; unknown `--flag=value` ones join the Beam options."""
-    parser = argparse.ArgumentParser(prog="python -m pipeline.build", description=__doc__.split("\n\n")[0])
-    configure(parser)
-    args, unknown = parser.parse_known_args(argv)
-    args.beam = [*unknown, *args.beam]
-    return args
+    return beam_script_args("python -m pipeline.build", __doc__, configure, argv)
 
 
 def pipeline_options(args: argparse.Namespace) -> PipelineOptions:

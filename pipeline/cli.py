@@ -53,6 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def beam_script_args(prog: str, doc: str, configure, argv: Sequence[str] | None) -> argparse.Namespace:
+    """A Beam command's arguments when run as a script: its own flags; unknown `--flag=value` ones join `--beam`."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0])
+    configure(parser)
+    args, unknown = parser.parse_known_args(argv)
+    args.beam = [*unknown, *args.beam]
+    return args
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     # Configure logging before the command modules are imported: importing Beam logs through the root logger,
     # which would otherwise install its own default handler first.

@@ -32,6 +32,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions, WorkerOptions
 
 from pipeline.argtypes import byte_size, contact_email, int_at_least, number_in, positive_int
+from pipeline.cli import beam_script_args
 from pipeline.fetch import UNSET_CONTACT, Fetcher, FetchPolicy, FetchResult, open_session, user_agent
 from pipeline.fsio import join
 from pipeline.parts import (
@@ -450,11 +451,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """A script's arguments: the download's own flags; unknown `--flag=value` ones join the Beam options."""
-    parser = argparse.ArgumentParser(prog="python -m pipeline.download", description=__doc__.split("\n\n")[0])
-    configure(parser)
-    args, unknown = parser.parse_known_args(argv)
-    args.beam = [*unknown, *args.beam]
-    return args
+    return beam_script_args("python -m pipeline.download", __doc__, configure, argv)
 
 
 def run(args: argparse.Namespace | Sequence[str] | None = None) -> int:
