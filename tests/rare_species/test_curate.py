@@ -146,17 +146,20 @@ def test_missing_input_names_the_flag(root: Path, tmp_path: Path, caplog: pytest
     assert "ZZ not among" in caplog.text
 
 
-def test_build_with_the_exclusions_keeps_no_selected_species(root: Path, tmp_path: Path) -> None:
+def build_excluding(root: Path, out: Path, exclusions: Path) -> tuple[list[dict], list[dict]]:
+    """`tol build` on the resolved kit with `--exclude-species exclusions`; its catalog and failure rows."""
     from pipeline import build
+    assert build.run([str(out), "--kit", str(root / "kit"), "--downloads", str(root / "downloads"), "--taxonomy",
+                      str(root / "taxonomy"), "--shard-samples", "40", "--exclude-species", str(exclusions)]) == 0
+    return (pq.read_table(out / "manifests/catalog.parquet").to_pylist(),
+            pq.read_table(out / "manifests/failures.parquet").to_pylist())
+
+
+def test_build_with_the_exclusions_keeps_no_selected_species(root: Path, tmp_path: Path) -> None:
     curate_kit(root, tmp_path / "rare", *SMALL)
     excluded = exclusion_keys(str(tmp_path / "rare/exclusions.parquet"))
-    out = tmp_path / "build"
-    assert build.run([str(out), "--kit", str(root / "kit"), "--downloads", str(root / "downloads"), "--taxonomy",
-                      str(root / "taxonomy"), "--shard-samples", "40", "--exclude-species",
-                      str(tmp_path / "rare/exclusions.parquet")]) == 0
-    catalog = pq.read_table(out / "manifests/catalog.parquet").to_pylist()
+    catalog, failures = build_excluding(root, tmp_path / "build", tmp_path / "rare/exclusions.parquet")
     assert not {normalised_binomial(f"{r['genus']} {r['species']}") for r in catalog} & excluded
-    failures = pq.read_table(out / "manifests/failures.parquet").to_pylist()
     assert {r["detail"] for r in failures if r["reason"] == "rare_species_excluded"} == excluded
     # and by image: no selected image's original bytes are in any split
     selected_md5 = set(pq.read_table(tmp_path / "rare/exclusions.parquet").column("md5").to_pylist())
@@ -165,18 +168,12 @@ def test_build_with_the_exclusions_keeps_no_selected_species(root: Path, tmp_pat
 
 def test_the_published_exclusions_remove_the_kits_rare_species_from_the_build(shared_data: Path, root: Path,
                                                                              tmp_path: Path) -> None:
-    from pipeline import build
     assert cli.main(["rare-species", str(tmp_path / "published"), "--from-published", str(shared_data / PUBLISHED)]) == 0
     published = exclusion_keys(str(tmp_path / "published/exclusions.parquet"))
     expected = json.loads((root / "kit/EXPECTED.json").read_text())
     in_kit = {normalised_binomial(c["scientific_name"]) for c in expected["rare_species_candidates"]}
     assert in_kit and in_kit <= published  # the kit's EOL rare taxa are real Rare Species
-    out = tmp_path / "build"
-    assert build.run([str(out), "--kit", str(root / "kit"), "--downloads", str(root / "downloads"), "--taxonomy",
-                      str(root / "taxonomy"), "--shard-samples", "40", "--exclude-species",
-                      str(tmp_path / "published/exclusions.parquet")]) == 0
-    catalog = pq.read_table(out / "manifests/catalog.parquet").to_pylist()
+    catalog, failures = build_excluding(root, tmp_path / "build", tmp_path / "published/exclusions.parquet")
     assert not {normalised_binomial(f"{r['genus']} {r['species']}") for r in catalog} & published
-    failures = pq.read_table(out / "manifests/failures.parquet").to_pylist()
     excluded = {r["detail"] for r in failures if r["reason"] == "rare_species_excluded"}
     assert excluded and excluded <= published
