@@ -4,7 +4,8 @@
     tol serve-kit demo-out/kit/eol/images --port 8765 --faults "429=0.1,latency=0.05"
 
 Each subcommand lives in its own module, exposing `configure(parser)` and `run(args) -> int`; modules are
-imported only when their command runs (or when `--help` lists them), so `tol --help` stays fast.
+imported only when their command is the one given, so `tol --help` and the build's commands never pay for the
+training stack's imports (torch, open_clip).
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("query", "pipeline.query", "run SQL (DuckDB) over a build's manifests and taxonomy outputs"),
     ("build", "pipeline.build", "build the webdataset shards and manifests from sources, taxa and exclusions"),
     ("rare-species", "rare_species.curate", "curate the Rare Species benchmark and the exclusion list the build honours"),
+    ("eval", "training.evaluate", "zero-shot, few-shot and per-rank evaluation of a model on the paper's tasks or yours"),
+    ("report", "pipeline.report", "write a data card (markdown + PNG figures) for a build"),
+    ("train", "training.train", "train a CLIP model on the build's shards with open_clip (torchrun for many GPUs)"),
+    ("predict", "training.predict", "top-k species and per-rank predictions for images, from a model and taxa.parquet"),
 )
 
 
@@ -34,7 +39,8 @@ class OneLineErrorParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
+    """The `tol` parser; only the `selected` command's module is imported and its flags added."""
     parser = OneLineErrorParser(
         prog="tol",
         description=(
@@ -46,10 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=OneLineErrorParser)
     sub.required = True
     for name, module_name, help_text in COMMANDS:
-        module = importlib.import_module(module_name)
-        command = sub.add_parser(name, help=help_text, description=module.__doc__.split("\n\n")[0])
-        module.configure(command)
-        command.set_defaults(run=module.run)
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        if name == selected:
+            module = importlib.import_module(module_name)
+            command.description = module.__doc__.split("\n\n")[0]
+            module.configure(command)
+            command.set_defaults(run=module.run)
     return parser
 
 
@@ -68,7 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.ERROR, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
     logging.getLogger("apache_beam").setLevel(logging.WARNING)  # its INFO lines are about Beam, not the data
     # ERROR while the command modules import: importing Beam warns about optional cloud clients nobody asked for.
-    parser = build_parser()
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    names = {name for name, _, _ in COMMANDS}
+    parser = build_parser(next((word for word in arguments if word in names), None))
     logging.getLogger().setLevel(logging.INFO)
     args = parser.parse_args(argv)
     if args.verbose:

@@ -71,12 +71,18 @@ def model_config(name: str) -> dict[str, Any]:
 
 def _create(name: str, pretrained: Path | None, device: str | torch.device,
             aug_cfg: dict[str, Any] | None) -> LoadedModel:
-    model, train_transform, eval_transform = open_clip.create_model_and_transforms(
-        name, pretrained=str(pretrained) if pretrained else None, device=device, aug_cfg=aug_cfg,
-        pretrained_text=False, pretrained_image=False)
+    logging.disable(logging.WARNING)  # open_clip narrates every step on the root logger; we say what matters
+    try:
+        model, train_transform, eval_transform = open_clip.create_model_and_transforms(
+            name, pretrained=str(pretrained) if pretrained else None, device=device, aug_cfg=aug_cfg,
+            pretrained_text=False, pretrained_image=False, output_dict=True)
+        tokenizer = open_clip.get_tokenizer(name)
+    finally:
+        logging.disable(logging.NOTSET)
+    log.info("model %s: %s", name, f"weights from {pretrained}" if pretrained else "random initialisation")
     config = model_config(name)
     config["preprocess_cfg"] = {**open_clip.get_model_preprocess_cfg(model), **config.get("preprocess_cfg", {})}
-    return LoadedModel(model, train_transform, eval_transform, open_clip.get_tokenizer(name), config)
+    return LoadedModel(model, train_transform, eval_transform, tokenizer, config)
 
 
 def create_model(name: str, pretrained: Path | None = None, device: str | torch.device = "cpu",
