@@ -132,6 +132,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add("--warmup", type=int_at_least(0), help="warmup steps before the cosine schedule")
     add("--precision", choices=PRECISIONS, help="fp32, or automatic mixed precision in bf16/fp16")
     add("--grad-checkpointing", action=argparse.BooleanOptionalAction, default=None)
+    add("--local-loss", action=argparse.BooleanOptionalAction, default=None,
+        help="under DDP, each rank scores its own images against all texts (open_clip's --local-loss)")
+    add("--gather-with-grad", action=argparse.BooleanOptionalAction, default=None,
+        help="under DDP, gather features with their gradients (open_clip's --gather-with-grad)")
     add("--workers", type=int_at_least(0), help="data loader worker processes per device")
     add("--seed", type=int_at_least(0), help="seed of every random choice (default 0)")
     add("--save-every", type=int_at_least(1), help="checkpoint every N steps (and at the end)")
@@ -149,7 +153,6 @@ def resolve(args: argparse.Namespace, cuda_available: bool) -> TrainConfig:
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if getattr(args, f.name, None) is not None}
     values.update(given)
     if args.shards is not None:
-        values.setdefault("train_data", None)
         values["train_data"] = values.get("train_data") or [shards_of(args.shards / "train")]
         if "val_data" not in given and (args.shards / "val/sizes.json").is_file():
             values["val_data"] = shards_of(args.shards / "val")

@@ -1,7 +1,11 @@
 """The training data pipeline: webdataset shards of `tol build` -> batches of (images, tokens, skipped count).
 
-    spec = DataSpec.create(["out/shards/train/shard-{000000..000039}.tar"], batch_size=256, workers=8)
-    loader = make_loader(spec, transform, tokenizer, micro_batches_per_epoch=1000)
+    spec = DataSpec(expand_sources(["out/shards/train/shard-{000000..000039}.tar"]), (1.0,), resampled=False,
+                    text_type="mixed", mix="per-batch", sample_shuffle=1000, shard_shuffle=True, batch_size=256,
+                    workers=8, seed=0)
+    data = ShardBatches(spec, transform, tokenizer, batches=1000)   # micro-batches per epoch and rank
+    data.set_position(epoch=0)
+    for images, tokens, skipped in make_loader(data, workers=8): ...
 
 Every random choice is seeded by (seed, epoch, rank, worker) or by the sample key, never by process state, so a
 run resumed at micro-batch b of an epoch sees exactly the batches an uninterrupted run saw (as long as the worker
@@ -15,9 +19,9 @@ be decoded is skipped and counted (the count travels with the next batch).
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import io
+import itertools
 import json
 import logging
 import math
@@ -38,6 +42,7 @@ MIX_TYPES = ("sci", "com", "taxon", "sci_com", "taxon_com")  # BioCLIP's mixed-t
 SINGLE_TYPES = (*TEXT_TYPES, "txt")
 MIX_MODES = ("per-batch", "per-sample")
 IMAGE_MEMBER = "jpg"
+MAX_FAILING_IN_A_ROW = 10_000  # corrupt samples are skipped; this many in a row means the data is not what we read
 
 Batch = tuple[torch.Tensor, torch.Tensor, int]  # images [B,3,H,W]; tokens [B,L] or [B,len(MIX_TYPES),L]; skipped
 
@@ -133,19 +138,30 @@ class DataSpec:
         return frozenset((IMAGE_MEMBER, *map(member, types)))
 
 
-def shard_stream(spec: DataSpec, epoch: int, worker: int, workers: int, cycle: bool) -> Iterator[str]:
-    """Shard URLs for one worker: weighted resampling, or this rank's and worker's slice of the shuffled list."""
+def shard_rounds(spec: DataSpec, epoch: int, worker: int, workers: int, cycle: bool) -> Iterator[Iterable[str]]:
+    """Shard URLs for one worker, by pass: this rank's and worker's slice of the shuffled list, once per pass (again
+    and again if `cycle`); or one endless pass of weighted resampling."""
     if spec.resampled:
-        rng = random.Random(stable_int(spec.seed, epoch, spec.rank, worker, "shards"))
-        while True:
-            source = rng.choices(spec.sources, weights=spec.weights)[0]
-            yield rng.choice(source)
+        yield resampled_shards(spec, epoch, worker)
+        return
     shards = sorted(url for source in spec.sources for url in source)
-    for round_ in range(10**9 if cycle else 1):
+    for round_ in itertools.count() if cycle else (0,):
         order = list(shards)
         if spec.shard_shuffle:
             random.Random(stable_int(spec.seed, epoch, round_, "order")).shuffle(order)
-        yield from order[spec.rank::spec.world_size][worker::workers]
+        yield order[spec.rank::spec.world_size][worker::workers]
+
+
+def resampled_shards(spec: DataSpec, epoch: int, worker: int) -> Iterator[str]:
+    rng = random.Random(stable_int(spec.seed, epoch, spec.rank, worker, "shards"))
+    while True:
+        source = rng.choices(spec.sources, weights=spec.weights)[0]
+        yield rng.choice(source)
+
+
+def shard_stream(spec: DataSpec, epoch: int, worker: int, workers: int, cycle: bool) -> Iterator[str]:
+    """Shard URLs for one worker: weighted resampling, or this rank's and worker's slice of the shuffled list."""
+    return itertools.chain.from_iterable(shard_rounds(spec, epoch, worker, workers, cycle))
 
 
 def shuffled(samples: Iterable[dict], buffer: int, rng: random.Random) -> Iterator[dict]:
@@ -169,8 +185,8 @@ class ShardBatches(IterableDataset):
     """Batches from shards for one epoch (or part of one): set the position, then iterate via a DataLoader."""
 
     def __init__(self, spec: DataSpec, transform: Callable, tokenizer: Callable, batches: int | None) -> None:
-        self.spec, self.transform, self.batches = spec, transform, batches
-        self.tokenize = functools.lru_cache(maxsize=1 << 16)(lambda text: tokenizer([text])[0])
+        self.spec, self.transform, self.tokenizer, self.batches = spec, transform, tokenizer, batches
+        self.tokens: dict[str, torch.Tensor] = {}  # a plain dict, not a cached lambda: spawned workers get a pickle
         self.epoch, self.start = 0, 0
 
     def set_position(self, epoch: int, start_batch: int = 0) -> None:
@@ -192,29 +208,52 @@ class ShardBatches(IterableDataset):
             log.warning("skipping unreadable shard data: %s", error)
             return True
 
-        urls = shard_stream(self.spec, self.epoch, worker, workers, cycle=self.batches is not None)
-        samples = tarfile_samples(({"url": url} for url in urls), handler=on_error,
-                                  select_files=self._wanted)
         rng = random.Random(stable_int(self.spec.seed, self.epoch, self.spec.rank, worker, "samples"))
-        samples = shuffled(samples, self.spec.sample_shuffle, rng)
-        samples = iter(samples)
+        # The shuffle buffer empties at the end of each pass over the worker's shards, so that a pass (an epoch when
+        # the shards divide evenly) yields its own samples only, each once.
+        samples = itertools.chain.from_iterable(
+            self._pass(urls, on_error, rng)
+            for urls in shard_rounds(self.spec, self.epoch, worker, workers, cycle=self.batches is not None))
         for _ in range(skip * self.spec.batch_size):
             if next(samples, None) is None:
                 return
         yield from self._batched(samples, quota, skipped)
 
+    def _pass(self, urls: Iterable[str], on_error: Callable, rng: random.Random) -> Iterator[dict]:
+        """One pass over `urls`, shuffled; a pass with no sample at all is an error (cycling it would never end)."""
+        count = 0
+        for sample in shuffled(tarfile_samples(({"url": url} for url in urls), handler=on_error,
+                                               select_files=self._wanted), self.spec.sample_shuffle, rng):
+            count += 1
+            yield sample
+        if count == 0:
+            raise ValueError(f"no sample with members {sorted(self.spec.wanted_members)} in shards {list(urls)[:3]}")
+
+    def tokenize(self, text: str) -> torch.Tensor:
+        """The tokens of one caption, computed once per distinct text (up to 65,536 kept)."""
+        tokens = self.tokens.get(text)
+        if tokens is None:
+            if len(self.tokens) >= 1 << 16:
+                self.tokens.clear()
+            tokens = self.tokens[text] = self.tokenizer([text])[0]
+        return tokens
+
     def _wanted(self, name: str) -> bool:
         return name.split(".", 1)[-1].lower() in self.spec.wanted_members
 
     def _batched(self, samples: Iterator[dict], quota: int | None, skipped: list[int]) -> Iterator[Batch]:
-        images, tokens, made = [], [], 0
+        images, tokens, made, failing = [], [], 0, 0
         for sample in samples:
             try:
                 image, text = self.decode(sample)
             except (OSError, ValueError, KeyError, UnicodeDecodeError) as error:
-                skipped[0] += 1
+                skipped[0], failing = skipped[0] + 1, failing + 1
                 log.warning("skipping sample %s: %s", sample.get("__key__"), error)
+                if failing == MAX_FAILING_IN_A_ROW:
+                    raise ValueError(f"{failing} samples in a row could not be decoded (last: {error}); are these "
+                                     f"shards from `tol build`, with the {self.spec.text_type} captions?") from error
                 continue
+            failing = 0
             images.append(image)
             tokens.append(text)
             if len(images) == self.spec.batch_size:

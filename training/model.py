@@ -79,16 +79,28 @@ def _create(name: str, pretrained: Path | None, device: str | torch.device,
         tokenizer = open_clip.get_tokenizer(name)
     finally:
         logging.disable(logging.NOTSET)
-    log.info("model %s: %s", name, f"weights from {pretrained}" if pretrained else "random initialisation")
     config = model_config(name)
     config["preprocess_cfg"] = {**open_clip.get_model_preprocess_cfg(model), **config.get("preprocess_cfg", {})}
     return LoadedModel(model, train_transform, eval_transform, tokenizer, config)
+
+
+def weights_source(name: str, pretrained: Path | None) -> str:
+    """Where a model's initial weights come from, in words (a local-dir folder may hold its own)."""
+    if pretrained:
+        return f"weights from {pretrained}"
+    if name.startswith(LOCAL_DIR):
+        folder = Path(name[len(LOCAL_DIR):])
+        found = sorted(path.name for pattern in ("*.safetensors", "*.bin", "*.pth") for path in folder.glob(pattern))
+        if found:
+            return f"weights from {folder / found[0]}"
+    return "random initialisation"
 
 
 def create_model(name: str, pretrained: Path | None = None, device: str | torch.device = "cpu",
                  aug_cfg: dict[str, Any] | None = None) -> LoadedModel:
     """A model by name or `local-dir:`, with weights from `pretrained` (a local file) or random init."""
     name, pretrained = check_model_name(name), check_pretrained(pretrained)
+    log.info("model %s: %s", name, weights_source(name, pretrained))
     if name.startswith(LOCAL_DIR) and pretrained:
         # open_clip ignores `pretrained` for local-dir models; load the file ourselves instead of dropping it.
         loaded = _create(name, None, device, aug_cfg)
@@ -115,6 +127,7 @@ def model_from_checkpoint(path: Path, device: str | torch.device = "cpu") -> Loa
         Path(folder, CONFIG_FILE).write_text(json.dumps(content["open_clip_config"]), encoding="utf-8")
         loaded = _create(f"{LOCAL_DIR}{folder}", None, device, None)
     loaded.model.load_state_dict(content["model"])
+    log.info("model from checkpoint %s (step %d)", path, content["step"])
     return loaded
 
 

@@ -24,7 +24,7 @@ MAX_LOGIT_SCALE = math.log(100)  # CLIP's clamp on the learned temperature
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def clip_loss_mean(loss_fn: ClipLoss, features: dict) -> torch.Tensor:
+def contrastive_loss(loss_fn: ClipLoss, features: dict) -> torch.Tensor:
     return loss_fn(features["image_features"], features["text_features"], features["logit_scale"])
 
 
@@ -44,10 +44,6 @@ class Stepper:
         self.eval_loss_fn = ClipLoss()
         model.train()
 
-    @property
-    def model_for_eval(self) -> torch.nn.Module:
-        return self.unwrapped
-
     def _forward(self, model: torch.nn.Module, images: torch.Tensor, tokens: torch.Tensor) -> dict:
         with self.autocast():
             return model(images.to(self.device, non_blocking=True), tokens.to(self.device, non_blocking=True))
@@ -60,7 +56,7 @@ class Stepper:
         self.optimizer.zero_grad(set_to_none=True)
         if len(parts) == 1:
             with self.autocast():
-                loss = clip_loss_mean(self.loss_fn, self._forward(self.model, *parts[0]))
+                loss = contrastive_loss(self.loss_fn, self._forward(self.model, *parts[0]))
             self._backward(loss)
         else:
             loss = self._accumulated(parts)
@@ -84,14 +80,14 @@ class Stepper:
                 merged = {key: torch.cat([fresh[key] if j == index else c[key] for j, c in enumerate(cached)])
                           for key in ("image_features", "text_features")}
                 with self.autocast():
-                    loss = clip_loss_mean(self.loss_fn, {**merged, "logit_scale": fresh["logit_scale"]})
+                    loss = contrastive_loss(self.loss_fn, {**merged, "logit_scale": fresh["logit_scale"]})
                 self._backward(loss)
         return loss
 
     def eval_loss(self, images: torch.Tensor, tokens: torch.Tensor) -> float:
         """The contrastive loss of one batch on this process alone, without gradients."""
         with torch.no_grad(), self.autocast():
-            return float(clip_loss_mean(self.eval_loss_fn, self._forward(self.unwrapped, images, tokens)))
+            return float(contrastive_loss(self.eval_loss_fn, self._forward(self.unwrapped, images, tokens)))
 
     def logit_scale(self) -> float:
         return float(self.unwrapped.logit_scale.detach().exp())

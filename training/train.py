@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -84,74 +85,93 @@ def prepare_run(config: TrainConfig, dist: Distributed) -> Path | None:
     return latest
 
 
-def validate(stepper: Stepper, config: TrainConfig, val: ShardBatches) -> float:
-    """Mean contrastive loss over the validation split (one pass, main process only)."""
-    stepper.model_for_eval.eval()
-    with torch.no_grad():
-        total, count = 0.0, 0
-        for images, tokens, _ in make_loader(val, val.spec.workers):
-            total += stepper.eval_loss(images, tokens) * len(images)
-            count += len(images)
-    stepper.model_for_eval.train()
-    return total / max(count, 1)
-
-
 def log_line(path: Path, record: dict) -> None:
     with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
 
 
-def train(config: TrainConfig, dist: Distributed, loaded: LoadedModel) -> int:
-    """The training loop: epochs of shuffled batches, logging, validation, checkpoints; returns the last step."""
-    batch_size = config.per_device_batch(dist.world_size)
-    spec = data_spec(config, dist, config.train_data, batch_size, train=True)
-    num_samples = config.train_num_samples or count_samples(url for source in spec.sources for url in source)
-    micro = micro_batches_per_epoch(num_samples, batch_size, dist.world_size, config.accum_freq)
-    steps_per_epoch, total = micro // config.accum_freq, micro // config.accum_freq * config.epochs
-    dataset = ShardBatches(spec, loaded.train_transform, loaded.tokenizer, micro)
-    val = (ShardBatches(data_spec(config, dist, [config.val_data], batch_size, train=False), loaded.eval_transform,
-                        loaded.tokenizer, None) if config.val_data else None)
-    optimizer = build_optimizer(loaded.model, config)
-    stepper = Stepper(loaded.model, optimizer, config, dist, ClipLoss(
-        local_loss=config.local_loss, gather_with_grad=config.gather_with_grad, cache_labels=True,
-        rank=dist.rank, world_size=dist.world_size))
-    schedule = cosine_lr(optimizer, config.lr, config.warmup, total)
-    step = resume(config, dist, stepper)
-    end = min(total, config.stop_at_step or total)
-    log.info("training %s: %d samples/epoch, %d steps/epoch, steps %d..%d of %d, micro-batch %d x %d device(s)",
-             config.name, num_samples, steps_per_epoch, step, end, total, batch_size, dist.world_size)
-    logs, progress = config.run_dir / "log.jsonl", tqdm(total=end, initial=step, disable=not dist.is_main,
-                                                         desc="training", unit="step")
-    while step < end:
-        epoch = step // steps_per_epoch
-        dataset.set_position(epoch, (step % steps_per_epoch) * config.accum_freq)
-        batches, started, seen, skipped = iter(make_loader(dataset, config.workers)), time.perf_counter(), 0, 0
-        for _ in range(min(steps_per_epoch - step % steps_per_epoch, end - step)):
+class Trainer:
+    """One run: its data, model, optimiser and schedule; `run()` trains from the latest checkpoint to the end."""
+
+    def __init__(self, config: TrainConfig, dist: Distributed, loaded: LoadedModel) -> None:
+        self.config, self.dist, self.loaded = config, dist, loaded
+        batch_size = config.per_device_batch(dist.world_size)
+        self.spec = data_spec(config, dist, config.train_data, batch_size, train=True)
+        self.num_samples = config.train_num_samples or count_samples(u for source in self.spec.sources for u in source)
+        micro = micro_batches_per_epoch(self.num_samples, batch_size, dist.world_size, config.accum_freq)
+        self.steps_per_epoch = micro // config.accum_freq
+        self.total = self.steps_per_epoch * config.epochs
+        self.data = ShardBatches(self.spec, loaded.train_transform, loaded.tokenizer, micro)
+        self.val = (ShardBatches(data_spec(config, dist, [config.val_data], batch_size, train=False),
+                                 loaded.eval_transform, loaded.tokenizer, None) if config.val_data else None)
+        self.stepper = Stepper(loaded.model, build_optimizer(loaded.model, config), config, dist, ClipLoss(
+            local_loss=config.local_loss, gather_with_grad=config.gather_with_grad, cache_labels=True,
+            rank=dist.rank, world_size=dist.world_size))
+        self.schedule = cosine_lr(self.stepper.optimizer, config.lr, config.warmup, self.total)
+        self.logs = config.run_dir / "log.jsonl"
+
+    def run(self) -> int:
+        """Train from the latest checkpoint (or step 0) to the end or --stop-at-step; returns the last step."""
+        config, step = self.config, resume(self.config, self.dist, self.stepper)
+        end = min(self.total, config.stop_at_step or self.total)
+        log.info("training %s: %d samples/epoch, %d steps/epoch, steps %d..%d of %d, micro-batch %d x %d "
+                 "device(s)", config.name, self.num_samples, self.steps_per_epoch, step, end, self.total,
+                 self.spec.batch_size, self.dist.world_size)
+        with tqdm(total=end, initial=step, disable=not self.dist.is_main, desc="training", unit="step") as progress:
+            while step < end:
+                step = self.epoch(step, end, progress)
+        return step
+
+    def epoch(self, step: int, end: int, progress: tqdm) -> int:
+        """Steps from `step` to the end of its epoch (or `end`); returns the step reached."""
+        config, epoch = self.config, step // self.steps_per_epoch
+        self.data.set_position(epoch, (step % self.steps_per_epoch) * config.accum_freq)
+        batches, started, seen, skipped = iter(make_loader(self.data, config.workers)), time.perf_counter(), 0, 0
+        for _ in range(min(self.steps_per_epoch - step % self.steps_per_epoch, end - step)):
             parts = [next(batches) for _ in range(config.accum_freq)]
-            text_index = batch_text_type(config.seed, step) if spec.per_batch_mix else None
-            schedule(step)
-            loss = stepper.step([(images, tokens if text_index is None else tokens[:, text_index])
-                                 for images, tokens, _ in parts])
+            text_index = batch_text_type(config.seed, step) if self.spec.per_batch_mix else None
+            self.schedule(step)
+            loss = self.stepper.step([(images, tokens if text_index is None else tokens[:, text_index])
+                                      for images, tokens, _ in parts])
             step, seen, skipped = step + 1, seen + sum(len(p[0]) for p in parts), skipped + sum(p[2] for p in parts)
             progress.update()
             progress.set_postfix(loss=f"{loss:.4f}", epoch=epoch)
-            if dist.is_main and (step % config.log_every == 0 or step == end):
-                rate = seen * dist.world_size / (time.perf_counter() - started)
-                log_line(logs, {"step": step, "epoch": epoch, "loss": loss, "lr": optimizer.param_groups[0]["lr"],
-                                "samples_per_s": round(rate, 2), "logit_scale": stepper.logit_scale(),
-                                "skipped_samples": skipped})
-            if val is not None and (step % config.val_every == 0 or step == end):
-                val_loss = validate(stepper, config, val) if dist.is_main else None
-                if dist.is_main:
-                    log_line(logs, {"step": step, "epoch": epoch, "val_loss": val_loss})
-                dist.barrier()
-            if step % config.save_every == 0 or step == end:
-                save(config, dist, stepper, loaded, step)
-    progress.close()
-    return step
+            if self.dist.is_main and (step % config.log_every == 0 or step == end):
+                rate = seen * self.dist.world_size / (time.perf_counter() - started)
+                log_line(self.logs, {"step": step, "epoch": epoch, "loss": loss,
+                                     "lr": self.stepper.optimizer.param_groups[0]["lr"], "samples_per_s": round(rate, 2),
+                                     "logit_scale": self.stepper.logit_scale(), "skipped_samples": skipped})
+            self.after_step(step, epoch, end)
+        return step
+
+    def after_step(self, step: int, epoch: int, end: int) -> None:
+        """Validation loss and checkpoints when their step comes (always at the last step)."""
+        if self.val is not None and (step % self.config.val_every == 0 or step == end):
+            if self.dist.is_main:
+                log_line(self.logs, {"step": step, "epoch": epoch, "val_loss": self.validate()})
+            self.dist.barrier()
+        if step % self.config.save_every == 0 or step == end:
+            if self.dist.is_main:
+                checkpoints.save(self.config.run_dir / "checkpoints", step, model=self.stepper.unwrapped,
+                                 optimizer=self.stepper.optimizer, scaler=self.stepper.scaler,
+                                 open_clip_config=self.loaded.config, config=asdict(self.config),
+                                 workers=self.config.workers)
+            self.dist.barrier()
+
+    def validate(self) -> float:
+        """Mean contrastive loss over the validation split (one pass, on this process alone)."""
+        model = self.stepper.unwrapped
+        model.eval()
+        total, count = 0.0, 0
+        for images, tokens, _ in make_loader(self.val, self.val.spec.workers):
+            total += self.stepper.eval_loss(images, tokens) * len(images)
+            count += len(images)
+        model.train()
+        return total / max(count, 1)
 
 
 def resume(config: TrainConfig, dist: Distributed, stepper: Stepper) -> int:
+    """The step to start from: 0, or the latest checkpoint's, whose states are loaded into `stepper`."""
     latest = prepare_run(config, dist)
     if latest is None:
         return 0
@@ -161,14 +181,6 @@ def resume(config: TrainConfig, dist: Distributed, stepper: Stepper) -> int:
                     "from an uninterrupted run", config.workers, resumed.workers, resumed.step)
     log.info("resuming %s from %s (step %d)", config.name, latest, resumed.step)
     return resumed.step
-
-
-def save(config: TrainConfig, dist: Distributed, stepper: Stepper, loaded: LoadedModel, step: int) -> None:
-    if dist.is_main:
-        checkpoints.save(config.run_dir / "checkpoints", step, model=stepper.unwrapped, optimizer=stepper.optimizer,
-                         scaler=stepper.scaler, open_clip_config=loaded.config, config=asdict(config),
-                         workers=config.workers)
-    dist.barrier()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -182,11 +194,13 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = resolve(args, torch.cuda.is_available())
         dist = init_distributed(config.device)
+        if dist.device.type == "cpu":  # loader workers need cores too; oversubscribed threads slow steps tenfold
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) - config.workers))
         torch.manual_seed(config.seed)
         loaded = create_model(config.model, Path(config.pretrained) if config.pretrained else None, dist.device)
         if config.grad_checkpointing:
             loaded.model.set_grad_checkpointing(True)
-        step = train(config, dist, loaded)
+        step = Trainer(config, dist, loaded).run()
     except ValueError as error:
         log.error("%s", error)
         return 2

@@ -69,3 +69,17 @@ def make_annotation_task():
 def make_image():
     """`write_image(path, colour, shade)`: a tiny PNG or JPEG (by suffix)."""
     return write_image
+
+
+SYNTHETIC_SAMPLES, SYNTHETIC_SPECIES, SYNTHETIC_SHARDS = 160, 16, 4
+
+
+@pytest.fixture(scope="session")
+def synthetic_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Synthetic 64 px shards in the build's format (training.synthetic): OUT/train (4 shards, 152 samples of 16
+    species) and OUT/val (1 shard, 8 samples), each with sizes.json; written once, tests must not modify them."""
+    from training.synthetic import write_synthetic_shards  # imports Beam's shard writer: only when asked for
+
+    out = tmp_path_factory.mktemp("synthetic")
+    write_synthetic_shards(out, SYNTHETIC_SAMPLES, SYNTHETIC_SPECIES, SYNTHETIC_SHARDS, side=64)
+    return out
