@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--shards-dir", type=Path, default=Path("/tmp/bench-loader-shards"))
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", force=True)
     if not (args.shards_dir / "train/sizes.json").is_file():
         write_synthetic_shards(args.shards_dir, args.samples, species=100, shards=args.shards)
     pattern = f"{args.shards_dir}/train/shard-{{000000..{args.shards - 1:06d}}}.tar"

@@ -7,11 +7,11 @@ Retry-After, 503, latency, besides the kit's own failing URLs) and downloads the
 then reads all three sources and processes every image, and prints what was kept and why the rest was dropped,
 per source and per reason, next to where everything is; then resolves every label with `tol taxonomy` into
 OUT/taxonomy; then curates a small Rare Species set with `tol rare-species` into OUT/rare_species; then runs
-`tol build` (its exclusions honoured) into OUT/shards and OUT/manifests and queries the manifests; then writes
-the data card with `tol report` (OUT/report); then trains the tiny-cpu model on the shards with `tol train`
-(OUT/runs/demo), evaluates it zero-shot and few-shot on the Rare Species set, whose species the build excluded
-from training, with `tol eval`, printing its accuracy next to chance, and names one image's species with
-`tol predict`.
+`tol build` (its exclusions honoured) into OUT/shards and OUT/manifests and queries the manifests; then trains
+the tiny-cpu model on the shards with `tol train` (OUT/runs/demo), evaluates it zero-shot and few-shot on the
+Rare Species set, whose species the build excluded from training, with `tol eval`, printing its accuracy next to
+chance, and names one image's species with `tol predict`; and ends with the build's data card, `tol report`
+(OUT/report/DATA_CARD.md).
 """
 
 from __future__ import annotations
@@ -184,14 +184,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     taxonomy = args.out / "taxonomy"
     print("\n" + format_summary(build_taxonomy(TaxonomyConfig.for_raw(kit, taxonomy)), taxonomy))
     exclusions = curate_rare_species(kit, downloads, taxonomy, args.out / "rare_species")
-    code = build_and_query(kit, downloads, taxonomy, args.out, exclusions)
+    code = build_and_query(kit, downloads, taxonomy, args.out, exclusions) or train_and_evaluate(args.out, args.epochs)
     if code:
         return code
-    print()
-    code = cli.main(["report", str(args.out)])
-    if code:
-        return code
-    return train_and_evaluate(args.out, args.epochs)
+    print(f"\nData card of the build (tol report): {args.out / 'report/DATA_CARD.md'}")
+    return cli.main(["report", str(args.out)])
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from pipeline.fsio import write_atomically
 from training.model import CHECKPOINT_FORMAT, read_checkpoint
 
 STEP_FILE = re.compile(r"^step-(\d{8})\.pt$")
@@ -43,16 +44,13 @@ def latest_step(folder: Path) -> Path | None:
 def save(folder: Path, step: int, *, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
          scaler: torch.amp.GradScaler | None, open_clip_config: dict, config: dict, workers: int) -> Path:
     """Write `step-NNNNNNNN.pt` (temp file, then rename) and point `latest.pt` at it; returns the step file."""
-    folder.mkdir(parents=True, exist_ok=True)
     content: dict[str, Any] = {
         "format": CHECKPOINT_FORMAT, "step": step, "model": model.state_dict(),
         "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict() if scaler else {},
         "open_clip_config": open_clip_config, "config": json.dumps(config, sort_keys=True), "workers": workers,
     }
     path = step_path(folder, step)
-    temporary = folder / f".{path.name}.tmp"
-    torch.save(content, temporary)
-    os.replace(temporary, path)
+    write_atomically(path, lambda temporary: torch.save(content, temporary))
     link = folder / f".{LATEST}.tmp"
     link.unlink(missing_ok=True)
     os.link(path, link)  # a second name for the same file: no copy, and `latest.pt` is never half-written

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
@@ -29,6 +28,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from pipeline.argtypes import non_negative_int, positive_int
+from pipeline.fsio import write_atomically
 from taxonomy.captions import DEFAULT_TEXT_TYPE, EVAL_TEXT_TYPES
 from training import few_shot, ranks, tasks, zero_shot
 from training.embed import TEMPLATES, UnreadableImage, image_features, open_rgb, text_classifier
@@ -182,7 +182,8 @@ def support_splits(config: EvalConfig, task: tasks.Task) -> tuple[few_shot.Split
             document["seed"]
     splits = few_shot.draw_splits(task.files, task.targets, config.shots, config.runs, config.seed)
     if path is not None:
-        _write_atomic(path, json.dumps(few_shot.splits_document(task.name, config.seed, splits), indent=1))
+        document = json.dumps(few_shot.splits_document(task.name, config.seed, splits), indent=1)
+        write_atomically(path, lambda temporary: temporary.write_text(document, encoding="utf-8"))
         log.info("support splits written to %s", path)
     return splits, config.seed
 
@@ -293,13 +294,6 @@ def render_markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
-
-
 def run(args: argparse.Namespace) -> int:
     if args.list_tasks:
         sys.stdout.write(tasks.describe())
@@ -312,8 +306,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     out = config.out or Path("runs/eval") / results["task"]["name"]
     markdown = render_markdown(results)
-    _write_atomic(out / "results.json", json.dumps(results, indent=1) + "\n")
-    _write_atomic(out / "results.md", markdown)
+    write_atomically(out / "results.json", lambda path: path.write_text(json.dumps(results, indent=1) + "\n",
+                                                                        encoding="utf-8"))
+    write_atomically(out / "results.md", lambda path: path.write_text(markdown, encoding="utf-8"))
     sys.stdout.write(markdown)
     log.info("results written to %s", out)
     return 0

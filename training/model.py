@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,8 @@ from typing import Any, Callable
 
 import open_clip
 import torch
+
+from pipeline.fsio import write_atomically
 
 LOCAL_DIR = "local-dir:"
 CONFIG_FILE = "open_clip_config.json"
@@ -143,10 +144,6 @@ def load_model(name: str | None = None, pretrained: Path | None = None, checkpoi
 
 def export_local_dir(model: torch.nn.Module, config: dict[str, Any], folder: Path) -> Path:
     """Write `model` as a `local-dir:` folder (config + weights) that plain open_clip loads; returns the folder."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, write in ((WEIGHTS_FILE, lambda p: torch.save(model.state_dict(), p)),
-                        (CONFIG_FILE, lambda p: Path(p).write_text(json.dumps(config, indent=1), encoding="utf-8"))):
-        temporary = folder / f".{name}.tmp"
-        write(temporary)
-        os.replace(temporary, folder / name)
+    write_atomically(folder / WEIGHTS_FILE, lambda path: torch.save(model.state_dict(), path))
+    write_atomically(folder / CONFIG_FILE, lambda path: path.write_text(json.dumps(config, indent=1), encoding="utf-8"))
     return folder

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.fsio import write_atomically
+
 LOCAL_DIR = "local-dir:"  # as training.model names it; repeated so that this module does not import torch
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pth")  # what open_clip loads from a local-dir folder
 
@@ -59,16 +61,6 @@ def cache_key(identity: dict[str, Any], text_type: str, templates: Sequence[str]
     return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
-def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # beside it, so the rename is atomic
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
 def _read_entry(folder: Path, key: str) -> np.ndarray | None:
     """The cached array of `key`, or None when absent, unfinished or not matching its sidecar."""
     array_path, sidecar_path = folder / f"{key}.npy", folder / f"{key}.json"
@@ -88,9 +80,9 @@ def _read_entry(folder: Path, key: str) -> np.ndarray | None:
 
 def _write_entry(folder: Path, key: str, array: np.ndarray, sidecar: dict[str, Any]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    _write_atomically(folder / f"{key}.npy", lambda path: _save_npy(path, array))
+    write_atomically(folder / f"{key}.npy", lambda path: _save_npy(path, array))
     text = json.dumps({**sidecar, "key": key, "shape": list(array.shape)}, indent=1, sort_keys=True)
-    _write_atomically(folder / f"{key}.json", lambda path: path.write_text(text + "\n", encoding="utf-8"))
+    write_atomically(folder / f"{key}.json", lambda path: path.write_text(text + "\n", encoding="utf-8"))
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:

@@ -55,8 +55,7 @@ def data_spec(config: TrainConfig, dist: Distributed, patterns: Sequence[str], b
         resampled=config.dataset_resampled and train, text_type=config.text_type if train else config.val_text_type,
         mix=config.mix, sample_shuffle=config.sample_shuffle if train else 0, shard_shuffle=train,
         batch_size=batch_size, workers=config.workers if train else min(config.workers, len(sources[0])),
-        seed=config.seed,
-        rank=dist.rank if train else 0, world_size=dist.world_size if train else 1)
+        seed=config.seed, rank=dist.rank if train else 0, world_size=dist.world_size if train else 1)
 
 
 def build_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.AdamW:
