@@ -47,7 +47,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from pipeline import manifests
+from pipeline import manifests, provenance
 from pipeline.argtypes import non_negative_int, positive_int
 from pipeline.cli import beam_script_args
 from pipeline.dedup import (
@@ -469,6 +469,19 @@ def shard_counters(result) -> dict[str, int]:
             if c.key.metric.name in ("written", "skipped")}
 
 
+def provenance_record(config: BuildConfig, options: PipelineOptions) -> dict[str, list]:
+    """The build's settings (command, code version, runner, flags) and inputs (paths, sizes, checksums)."""
+    paths = {name: value for name, value in dataclasses.asdict(config.paths).items() if value}
+    pairs = {"runner": options.view_as(StandardOptions).runner, "taxonomy": config.taxonomy, "seed": config.seed,
+             "val_fraction": config.val_fraction, "size": config.spec.size, "resize_mode": config.spec.mode,
+             "near_threshold": config.near_threshold, "shard_samples": config.shard_samples,
+             "exclude_species": ", ".join(config.exclude_species) or "none",
+             "eval_images": ", ".join(config.eval_images) or "none"}
+    inputs = [provenance.describe_input(name, location) for name, location in paths.items()]
+    inputs += [provenance.describe_input("exclude_species", location) for location in config.exclude_species]
+    return {"settings": provenance.settings(pairs), "source_inputs": inputs}
+
+
 def build(config: BuildConfig, options: PipelineOptions) -> tuple[dict, manifests.Accounting]:
     """Run the pipeline, then summarise and check; writes OUT/build_summary.json."""
     config.check()
@@ -486,6 +499,7 @@ def build(config: BuildConfig, options: PipelineOptions) -> tuple[dict, manifest
     shard_rows = manifests.shard_rows(config.out / "shards")
     manifests.write_table(manifests.SHARD_SCHEMA, shard_rows, config.out / "manifests" / manifests.SHARDS)
     summary, accounting = summarise(config.out, shard_counters(result), time.monotonic() - started)
+    summary.update(provenance_record(config, options))
     manifests.write_json(config.out / SUMMARY_FILE, summary)
     return summary, accounting
 

@@ -6,12 +6,14 @@ Every table in the card is one named DuckDB statement's result as DuckDB returns
 (pipeline/query.py) or a named file (manifests/inputs.parquet, build_summary.json, taxonomy/summary.json and
 authorities.duckdb, the Rare Species exclusion list); the card ends with every statement, so `tol query "SQL"
 --out OUT` gives the same numbers. Images are counted once (train_small repeats train samples). What the build does
-not record (seed, runner, code version, command, source checksums) is "not recorded". Same outputs, same bytes.
+not record (checksums of image archives; the settings of a build older than their recording) is "not recorded".
+Same outputs, same bytes.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import time
 from pathlib import Path
@@ -120,6 +122,8 @@ SQL = {
     "unresolved": "SELECT source, label_key, reason, left(detail, 60) AS detail FROM unresolved "
                   f"ORDER BY reason, source, label_key LIMIT {TOP}",
     "build_run": 'SELECT elapsed_s, shards.total AS shards, "check" FROM read_json({build_summary})',
+    "build_settings": "SELECT unnest(settings, recursive := true) FROM read_json({build_summary})",
+    "build_inputs": "SELECT unnest(source_inputs, recursive := true) FROM read_json({build_summary})",
     "shards": "SELECT split, count(*) AS shards, sum(count) AS samples, sum(bytes) AS bytes FROM shards "
               "GROUP BY split ORDER BY split",
     "taxonomy_inputs": "SELECT profile, source, path FROM read_json({taxonomy_summary}), (UNPIVOT (SELECT inputs.* "
@@ -129,8 +133,8 @@ SQL = {
     "taxonomy_files": "SELECT file, info.rows AS rows, info.sha256 AS sha256 FROM (UNPIVOT (SELECT files.* FROM "
                       "read_json({taxonomy_summary})) ON COLUMNS(*) INTO NAME file VALUE info) ORDER BY file",
 }
-NOT_RECORDED = ("the source files the build read and their checksums", "the split seed, val fraction, image size "
-                "and resize mode", "the code version", "the Beam runner and its options", "the command line")
+UNHASHED = ("Inputs larger than 1 GiB (image archives) and folders have no sha256 above: hashing them is the job of "
+            "fetching them, and their size is recorded.")
 
 
 def markdown_table(columns: list[str], rows: list[tuple]) -> list[str]:
@@ -241,13 +245,23 @@ def taxonomy(card: Card) -> list[str]:
             *card.table("unresolved", f"The first {TOP} unresolved labels")]
 
 
+def recorded_settings(card: Card) -> list[str]:
+    """The build's settings and inputs, which build_summary.json holds since `tol build` records them."""
+    path = card.paths["build_summary"]
+    if path.is_file() and "settings" not in json.loads(path.read_text(encoding="utf-8")):
+        return [f"**The build's settings and inputs**: not recorded ({path} predates recording them).", ""]
+    return [*card.table("build_settings", "The build's command, code version, runner and settings"),
+            *card.table("build_inputs", "The source inputs the build read (sha256 for files up to 1 GiB)")]
+
+
 def provenance(card: Card) -> list[str]:
     return ["## How it was built", "", *card.table("build_run", "The build run (build_summary.json)"),
+            *recorded_settings(card),
             *card.table("shards", "Shards per split (each shard's sha256 is in manifests/shards.parquet)"),
             *card.table("taxonomy_inputs", "Taxonomy profile and the source metadata it read (no checksum recorded)"),
             *card.table("authority_files", "Authority dumps the taxonomy loaded, with their sha256"),
             *card.table("taxonomy_files", "Taxonomy outputs, with their sha256"),
-            "Not recorded by `tol build`: " + "; ".join(NOT_RECORDED) + ".", ""]
+            UNHASHED, ""]
 
 
 def appendix(card: Card) -> list[str]:

@@ -5,6 +5,7 @@ from one source, with or without a taxonomy, still gives a card whose empty sect
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import re
 import shutil
@@ -148,6 +149,14 @@ def test_card_numbers_match_the_manifests_read_apart(out: Path) -> None:
     for row in parquet_rows(out / "manifests/shards.parquet"):
         shards[row["split"]] += row["count"]
     assert {row[0]: int(row[2]) for row in tables["shards"][1:]} == shards
+    recorded = dict(tables["build_settings"][1:])
+    assert recorded["runner"] == "FnApiRunner" and recorded["seed"] == "0" and recorded["size"] == "224"
+    assert recorded["code_version"].startswith("treeoflife ")
+    inputs = {row[0]: row for row in tables["build_inputs"][1:]}
+    metadata = Path(inputs["inat21_json"][1])
+    assert inputs["inat21_json"][2:] == ["file", str(metadata.stat().st_size),
+                                         hashlib.sha256(metadata.read_bytes()).hexdigest()]
+    assert inputs["eol_downloads"][2] == "folder"
 
 
 def test_figures_are_pngs_with_the_titles_the_card_names_and_reruns_give_the_same_bytes(out: Path) -> None:
@@ -213,7 +222,7 @@ def test_a_build_without_failures_from_one_source_gives_a_card_that_says_so(tmp_
                   "authority_files`): not recorded"):
         assert f"(query `{empty}" in card, empty
     assert ("conflict_count`): none." in card) == with_taxonomy
-    assert ("Not recorded: " in card) != with_taxonomy and "the code version" in card
+    assert ("Not recorded: " in card) != with_taxonomy and "build_settings`): not recorded" in card
     tables = assert_tables_equal_tol_query(tmp_path, capsys)
     assert tables["per_source"] == [["source", "images", "taxa"], ["inat21", "3", "2"]]
     assert tables["tail"] == [["fewer_than", "species", "species_pct"], ["5", "1", "100.0"], ["10", "1", "100.0"],
