@@ -17,6 +17,7 @@ from open_clip.tokenizer import decode
 from PIL import Image
 
 from pipeline.shards import finish_split, write_shard
+from training import data
 from training.data import (
     MIX_TYPES,
     DataSpec,
@@ -207,6 +208,21 @@ def test_an_unreadable_shard_is_skipped_and_counted(shards, tmp_path: Path, tiny
     batches = read_batches(dataset)
     assert sum(len(images) for images, _, _ in batches) == len(raw_samples(shards[0]))
     assert sum(skipped for _, _, skipped in batches) >= 1
+
+
+def test_shards_that_never_decode_are_an_error_not_an_endless_epoch(shards, tmp_path: Path, tiny_model: LoadedModel,
+                                                                     monkeypatch: pytest.MonkeyPatch):
+    json_only = [{k: v for k, v in sample.items() if k in ("__key__", "json")} for sample in raw_samples(shards[0])[:2]]
+    url = write_tar(tmp_path / "shard-000000.tar", json_only)
+    dataset = ShardBatches(make_spec([url], batch_size=2), tiny_model.eval_transform, tiny_model.tokenizer, 5)
+    with pytest.raises(ValueError, match="no sample with members"):  # select_files leaves nothing of such a pass
+        read_batches(dataset)
+    no_text = [{k: v for k, v in sample.items() if k != "com.txt"} for sample in raw_samples(shards[0])[:2]]
+    url = write_tar(tmp_path / "shard-000001.tar", no_text)
+    monkeypatch.setattr(data, "MAX_FAILING_IN_A_ROW", 7)
+    dataset = ShardBatches(make_spec([url], batch_size=2), tiny_model.eval_transform, tiny_model.tokenizer, 5)
+    with pytest.raises(ValueError, match="7 samples in a row could not be decoded"):
+        read_batches(dataset)
 
 
 # Exact resume ----------------------------------------------------------------------------------------------------
