@@ -1,23 +1,8 @@
-"""File access through Beam FileSystems, so every path may be local or a `gs://` / `s3://` URL; atomic local writes."""
+"""File access through Beam FileSystems, so every path may be local or a `gs://` / `s3://` URL."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
-from pathlib import Path
 from typing import BinaryIO
-
-
-def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    """`write(temporary)` beside `path`, then rename it to `path`: readers never see a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        write(temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
 
 
 def open_read(path: str) -> BinaryIO:

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from pipeline.fsio import write_atomically
+from taxonomy.build import write_atomic
 from training.model import CHECKPOINT_FORMAT, read_checkpoint
 
 STEP_FILE = re.compile(r"^step-(\d{8})\.pt$")
@@ -50,7 +50,8 @@ def save(folder: Path, step: int, *, model: torch.nn.Module, optimizer: torch.op
         "open_clip_config": open_clip_config, "config": json.dumps(config, sort_keys=True), "workers": workers,
     }
     path = step_path(folder, step)
-    write_atomically(path, lambda temporary: torch.save(content, temporary))
+    folder.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, lambda temporary: torch.save(content, temporary))
     link = folder / f".{LATEST}.tmp"
     link.unlink(missing_ok=True)
     os.link(path, link)  # a second name for the same file: no copy, and `latest.pt` is never half-written

@@ -28,7 +28,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from pipeline.argtypes import non_negative_int, positive_int
-from pipeline.fsio import write_atomically
+from taxonomy.build import write_atomic
 from taxonomy.captions import DEFAULT_TEXT_TYPE, EVAL_TEXT_TYPES
 from training import few_shot, ranks, tasks, zero_shot
 from training.embed import TEMPLATES, UnreadableImage, image_features, open_rgb, text_classifier
@@ -183,7 +183,8 @@ def support_splits(config: EvalConfig, task: tasks.Task) -> tuple[few_shot.Split
     splits = few_shot.draw_splits(task.files, task.targets, config.shots, config.runs, config.seed)
     if path is not None:
         document = json.dumps(few_shot.splits_document(task.name, config.seed, splits), indent=1)
-        write_atomically(path, lambda temporary: temporary.write_text(document, encoding="utf-8"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, lambda temporary: temporary.write_text(document, encoding="utf-8"))
         log.info("support splits written to %s", path)
     return splits, config.seed
 
@@ -306,9 +307,10 @@ def run(args: argparse.Namespace) -> int:
         return 2
     out = config.out or Path("runs/eval") / results["task"]["name"]
     markdown = render_markdown(results)
-    write_atomically(out / "results.json", lambda path: path.write_text(json.dumps(results, indent=1) + "\n",
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomic(out / "results.json", lambda path: path.write_text(json.dumps(results, indent=1) + "\n",
                                                                         encoding="utf-8"))
-    write_atomically(out / "results.md", lambda path: path.write_text(markdown, encoding="utf-8"))
+    write_atomic(out / "results.md", lambda path: path.write_text(markdown, encoding="utf-8"))
     sys.stdout.write(markdown)
     log.info("results written to %s", out)
     return 0

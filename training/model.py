@@ -23,7 +23,7 @@ from typing import Any, Callable
 import open_clip
 import torch
 
-from pipeline.fsio import write_atomically
+from taxonomy.build import write_atomic
 
 LOCAL_DIR = "local-dir:"
 CONFIG_FILE = "open_clip_config.json"
@@ -144,6 +144,7 @@ def load_model(name: str | None = None, pretrained: Path | None = None, checkpoi
 
 def export_local_dir(model: torch.nn.Module, config: dict[str, Any], folder: Path) -> Path:
     """Write `model` as a `local-dir:` folder (config + weights) that plain open_clip loads; returns the folder."""
-    write_atomically(folder / WEIGHTS_FILE, lambda path: torch.save(model.state_dict(), path))
-    write_atomically(folder / CONFIG_FILE, lambda path: path.write_text(json.dumps(config, indent=1), encoding="utf-8"))
+    folder.mkdir(parents=True, exist_ok=True)
+    write_atomic(folder / WEIGHTS_FILE, lambda path: torch.save(model.state_dict(), path))
+    write_atomic(folder / CONFIG_FILE, lambda path: path.write_text(json.dumps(config, indent=1), encoding="utf-8"))
     return folder

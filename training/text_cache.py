@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.fsio import write_atomically
+from taxonomy.build import write_atomic
 
 LOCAL_DIR = "local-dir:"  # as training.model names it; repeated so that this module does not import torch
 WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pth")  # what open_clip loads from a local-dir folder
@@ -80,9 +80,9 @@ def _read_entry(folder: Path, key: str) -> np.ndarray | None:
 
 def _write_entry(folder: Path, key: str, array: np.ndarray, sidecar: dict[str, Any]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    write_atomically(folder / f"{key}.npy", lambda path: _save_npy(path, array))
+    write_atomic(folder / f"{key}.npy", lambda path: _save_npy(path, array))
     text = json.dumps({**sidecar, "key": key, "shape": list(array.shape)}, indent=1, sort_keys=True)
-    write_atomically(folder / f"{key}.json", lambda path: path.write_text(text + "\n", encoding="utf-8"))
+    write_atomic(folder / f"{key}.json", lambda path: path.write_text(text + "\n", encoding="utf-8"))
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
