@@ -6,8 +6,7 @@
 Each figure is drawn on its own `matplotlib.figure.Figure` (no pyplot, no display: PNG goes through Agg), in
 matplotlib's default style whatever the user's matplotlibrc says, and saved without the Software entry, so the same
 numbers give the same bytes. Titles and axis labels live in FIGURES, which the card (as alt text) and its tests
-read. A figure with nothing to show is still written, saying so in its middle. matplotlib is imported when a figure
-is drawn, not with this module: `tol` imports every command's module, and matplotlib takes about 0.4 s to import.
+read. A figure with nothing to show is still written, saying so in its middle.
 """
 
 from __future__ import annotations
@@ -16,13 +15,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+
+import matplotlib.style
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
 from taxonomy.build import write_atomic
-
-if TYPE_CHECKING:
-    from matplotlib.axes import Axes
-    from matplotlib.figure import Figure
 
 STYLE = {"font.size": 9, "axes.titlesize": 11, "axes.titleweight": "bold", "savefig.dpi": 110}
 WIDTH_IN = 8.0
@@ -59,9 +57,6 @@ FIGURES: dict[str, FigureSpec] = {
 @contextmanager
 def _drawing(spec: FigureSpec, bars: int) -> Iterator[tuple[Figure, Axes]]:
     """A titled, labelled figure tall enough for `bars` bars, in matplotlib's default style plus STYLE."""
-    import matplotlib.style
-    from matplotlib.figure import Figure
-
     with matplotlib.style.context(["default", STYLE]):
         figure = Figure(figsize=(WIDTH_IN, max(2.6, 1.4 + BAR_IN * bars)), layout="tight")
         axes = figure.add_subplot()

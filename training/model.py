@@ -29,6 +29,7 @@ LOCAL_DIR = "local-dir:"
 CONFIG_FILE = "open_clip_config.json"
 WEIGHTS_FILE = "open_clip_pytorch_model.bin"
 CHECKPOINT_FORMAT = "treeoflife-checkpoint-v1"
+WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pth")  # what open_clip loads from a local-dir folder
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ def weights_source(name: str, pretrained: Path | None) -> str:
         return f"weights from {pretrained}"
     if name.startswith(LOCAL_DIR):
         folder = Path(name[len(LOCAL_DIR):])
-        found = sorted(path.name for pattern in ("*.safetensors", "*.bin", "*.pth") for path in folder.glob(pattern))
+        found = sorted(path.name for pattern in WEIGHT_PATTERNS for path in folder.glob(pattern))
         if found:
             return f"weights from {folder / found[0]}"
     return "random initialisation"

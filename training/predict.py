@@ -31,9 +31,13 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+import torch
+from tqdm import tqdm
 
 from pipeline.argtypes import positive_int
 from taxonomy.captions import DEFAULT_TEXT_TYPE, EVAL_TEXT_TYPES, RANKS, Label, class_texts, label_from_mapping, names
+from training.embed import TEMPLATES, UnreadableImage, image_features, open_rgb, text_classifier
+from training.model import load_model
 from training.text_cache import cached_classifier, default_cache_dir, model_identity
 
 Lineage = tuple[str, ...]  # kingdom .. one rank, "" where a rank is missing
@@ -227,11 +231,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def _load_model(args: argparse.Namespace):
-    """The model, on the chosen device; ValueError for a bad flag. Torch is imported here, not by `tol --help`."""
-    import torch
-
-    from training.model import load_model
-
+    """The model, on the chosen device; ValueError for a bad flag."""
     if args.pretrained is not None and args.model is None:
         raise ValueError("--pretrained goes with --model NAME (a --checkpoint holds its own weights)")
     try:
@@ -242,8 +242,6 @@ def _load_model(args: argparse.Namespace):
 
 
 def _class_embeddings(args: argparse.Namespace, loaded, device, texts: Sequence[str]) -> np.ndarray:
-    from training.embed import TEMPLATES, text_classifier
-
     templates = [template("{}") for template in TEMPLATES["openai"]]
     identity = model_identity(args.model, args.pretrained, args.checkpoint, loaded.config)
     return cached_classifier(args.cache_dir or default_cache_dir(), identity, args.text_type, templates, texts,
@@ -253,10 +251,6 @@ def _class_embeddings(args: argparse.Namespace, loaded, device, texts: Sequence[
 
 def _image_features(loaded, device, paths: Sequence[Path]) -> tuple[np.ndarray, list[str]]:
     """Features of the readable images, in order, and per path its error ("" when it was read)."""
-    from tqdm import tqdm
-
-    from training.embed import UnreadableImage, image_features, open_rgb
-
     features, errors = [], []
     for start in tqdm(range(0, len(paths), IMAGE_BATCH), desc="embedding images", unit="batch",
                       disable=len(paths) <= IMAGE_BATCH):

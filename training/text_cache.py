@@ -23,9 +23,7 @@ from typing import Any
 import numpy as np
 
 from taxonomy.build import write_atomic
-
-LOCAL_DIR = "local-dir:"  # as training.model names it; repeated so that this module does not import torch
-WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pth")  # what open_clip loads from a local-dir folder
+from training.model import LOCAL_DIR, WEIGHT_PATTERNS
 
 log = logging.getLogger(__name__)
 
