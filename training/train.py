@@ -28,6 +28,7 @@ from open_clip import ClipLoss
 from open_clip_train.scheduler import cosine_lr
 from tqdm import tqdm
 
+from taxonomy.build import write_atomic
 from training import checkpoints
 from training.config import TrainConfig, configure, resolve
 from training.data import (
@@ -172,14 +173,26 @@ class Trainer:
 def resume(config: TrainConfig, dist: Distributed, stepper: Stepper) -> int:
     """The step to start from: 0, or the latest checkpoint's, whose states are loaded into `stepper`."""
     latest = prepare_run(config, dist)
-    if latest is None:
-        return 0
-    resumed = checkpoints.restore(latest, model=stepper.unwrapped, optimizer=stepper.optimizer, scaler=stepper.scaler)
-    if resumed.workers != config.workers:
-        log.warning("resuming with %d workers where the checkpoint used %d: the data order after step %d differs "
-                    "from an uninterrupted run", config.workers, resumed.workers, resumed.step)
-    log.info("resuming %s from %s (step %d)", config.name, latest, resumed.step)
-    return resumed.step
+    step = 0
+    if latest is not None:
+        resumed = checkpoints.restore(latest, model=stepper.unwrapped, optimizer=stepper.optimizer,
+                                      scaler=stepper.scaler)
+        if resumed.workers != config.workers:
+            log.warning("resuming with %d workers where the checkpoint used %d: the data order after step %d "
+                        "differs from an uninterrupted run", config.workers, resumed.workers, resumed.step)
+        log.info("resuming %s from %s (step %d)", config.name, latest, resumed.step)
+        step = resumed.step
+    if dist.is_main:
+        trim_log(config.run_dir / "log.jsonl", step)
+    return step
+
+
+def trim_log(path: Path, step: int) -> None:
+    """Drop log lines past `step`: a run stopped after its last checkpoint redoes those steps and logs them again."""
+    if path.is_file():
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        kept = "".join(line for line in lines if json.loads(line)["step"] <= step)
+        write_atomic(path, lambda temporary: temporary.write_text(kept, encoding="utf-8"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

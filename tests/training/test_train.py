@@ -112,10 +112,12 @@ def test_an_interrupted_run_resumes_at_its_step_with_the_uninterrupted_losses(sy
     run = tmp_path / "cut"
     assert [line["step"] for line in read_log(run)[0]] == list(range(1, 9))
     assert checkpoints.latest_step(run / "checkpoints").name == "step-00000008.pt"
+    with open(run / "log.jsonl", "a", encoding="utf-8") as log:  # as if it had crashed after logging steps 9 and 10
+        log.writelines(json.dumps({"step": step, "loss": 0.0}) + "\n" for step in (9, 10))
     assert train(synthetic_shards, tmp_path, "cut", *BASE, "--stop-at-step", "12") == 0  # the same command, later
     steps, vals = read_log(run)
     expected_steps, expected_vals = read_log(baseline)
-    assert [line["step"] for line in steps] == list(range(1, 13))  # went on at step 9, did not start over
+    assert [line["step"] for line in steps] == list(range(1, 13))  # went on at step 9, logged each step once
     for line, expected in zip(steps, expected_steps[:12], strict=True):
         assert (line["loss"], line["lr"], line["logit_scale"]) == (
             expected["loss"], expected["lr"], expected["logit_scale"]), line["step"]
