@@ -153,15 +153,11 @@ def shard_rounds(spec: DataSpec, epoch: int, worker: int, workers: int, cycle: b
 
 
 def resampled_shards(spec: DataSpec, epoch: int, worker: int) -> Iterator[str]:
+    """Endless shard URLs for one worker: a source drawn by weight, then one of its shards, seeded per worker."""
     rng = random.Random(stable_int(spec.seed, epoch, spec.rank, worker, "shards"))
     while True:
         source = rng.choices(spec.sources, weights=spec.weights)[0]
         yield rng.choice(source)
-
-
-def shard_stream(spec: DataSpec, epoch: int, worker: int, workers: int, cycle: bool) -> Iterator[str]:
-    """Shard URLs for one worker: weighted resampling, or this rank's and worker's slice of the shuffled list."""
-    return itertools.chain.from_iterable(shard_rounds(spec, epoch, worker, workers, cycle))
 
 
 def shuffled(samples: Iterable[dict], buffer: int, rng: random.Random) -> Iterator[dict]:

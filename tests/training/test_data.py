@@ -28,7 +28,7 @@ from training.data import (
     make_loader,
     member,
     micro_batches_per_epoch,
-    shard_stream,
+    resampled_shards,
 )
 from training.model import LoadedModel
 
@@ -297,13 +297,13 @@ def test_epoch_mode_reads_every_sample_once_per_epoch_across_ranks_and_workers(e
 def test_resampled_mode_draws_sources_in_proportion_to_their_weights(shards):
     # Source A is one shard with weight 3, source B three shards with weight 1: weights are per source, not shard.
     spec = make_spec([], sources=((shards[0],), tuple(shards[1:])), weights=(3.0, 1.0), resampled=True, workers=4)
-    stream = shard_stream(spec, epoch=0, worker=1, workers=4, cycle=True)
+    stream = resampled_shards(spec, epoch=0, worker=1)
     draws = Counter(next(stream) for _ in range(4000))
     assert draws[shards[0]] / 4000 == pytest.approx(0.75, abs=0.04)
     assert all(draws[url] / 4000 == pytest.approx(0.25 / 3, abs=0.03) for url in shards[1:])
 
     def first_draws(worker: int, epoch: int = 0) -> list[str]:
-        stream = shard_stream(spec, epoch=epoch, worker=worker, workers=4, cycle=True)
+        stream = resampled_shards(spec, epoch=epoch, worker=worker)
         return [next(stream) for _ in range(50)]
 
     assert first_draws(1) == first_draws(1)  # seeded: the same draws again
